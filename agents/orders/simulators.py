@@ -1,0 +1,131 @@
+"""Simulated inventory, payment gateway and shipping services, with switchable failure modes.
+
+A mode applies to every call of a service or only to one SKU, card or order; switches live
+in a Table so every instance of a scaled-out app (and the test that sets them) agrees.
+This module decides what a service answers; `handlers` records the effect and the reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableClient, UpdateMode
+
+from agents.orders.model import FAILURE_OF_STEP, SUCCESS_OF_STEP, Reply, Step
+
+
+class Service(StrEnum):
+    INVENTORY = "inventory"
+    PAYMENTS = "payments"
+    SHIPPING = "shipping"
+
+
+class Mode(StrEnum):
+    NORMAL = "normal"
+    DECLINE = "decline"
+    OUT_OF_STOCK = "out-of-stock"
+    OUT_OF_STOCK_AFTER_CHARGE = "out-of-stock-after-charge"
+    SLOW = "slow"
+    FLAKY = "flaky"
+    FAIL = "fail"
+
+
+SERVICE_OF_STEP = {
+    Step.RESERVE_STOCK: Service.INVENTORY,
+    Step.ALLOCATE_STOCK: Service.INVENTORY,
+    Step.RELEASE_STOCK: Service.INVENTORY,
+    Step.CHARGE_PAYMENT: Service.PAYMENTS,
+    Step.REFUND_PAYMENT: Service.PAYMENTS,
+    Step.SHIP_ORDER: Service.SHIPPING,
+}
+SHARED_MODES = frozenset({Mode.NORMAL, Mode.SLOW, Mode.FLAKY, Mode.FAIL})
+MODES_OF_SERVICE = {
+    Service.INVENTORY: SHARED_MODES | {Mode.OUT_OF_STOCK, Mode.OUT_OF_STOCK_AFTER_CHARGE},
+    Service.PAYMENTS: SHARED_MODES | {Mode.DECLINE},
+    Service.SHIPPING: SHARED_MODES,
+}
+# The mode that makes each forward step answer "no" (FAIL does it for every step).
+REFUSING_MODE = {
+    Step.RESERVE_STOCK: Mode.OUT_OF_STOCK,
+    Step.CHARGE_PAYMENT: Mode.DECLINE,
+    Step.ALLOCATE_STOCK: Mode.OUT_OF_STOCK_AFTER_CHARGE,
+}
+FLAKY_FAILED_DELIVERIES = 2
+DEFAULT_SLOW_SECONDS = 60.0
+
+
+class TransientServiceError(RuntimeError):
+    """The simulated service is briefly unavailable: the message should be redelivered."""
+
+
+@dataclass(frozen=True)
+class Switch:
+    mode: Mode = Mode.NORMAL
+    slow_seconds: float = DEFAULT_SLOW_SECONDS
+
+
+@dataclass(frozen=True)
+class Answer:
+    reply: Reply
+    delay_seconds: float = 0.0
+    detail: str = ""
+
+
+def answer(step: Step, switch: Switch, delivery_count: int) -> Answer:
+    """What the service replies to `step` in `switch`'s mode on this delivery attempt."""
+    service = SERVICE_OF_STEP[step]
+    if switch.mode is Mode.FLAKY and delivery_count <= FLAKY_FAILED_DELIVERIES:
+        raise TransientServiceError(f"{service} flaky on delivery {delivery_count}")
+    refusing = step in FAILURE_OF_STEP and switch.mode in (Mode.FAIL, REFUSING_MODE.get(step))
+    if refusing:
+        return Answer(FAILURE_OF_STEP[step], detail=f"{service} mode {switch.mode}")
+    delay = switch.slow_seconds if switch.mode is Mode.SLOW else 0.0
+    return Answer(SUCCESS_OF_STEP[step], delay_seconds=delay)
+
+
+def scopes(order_id: str, card: str, skus: Iterable[str]) -> list[str]:
+    """The switch scopes that apply to one call, most specific first."""
+    return [f"order:{order_id}", f"card:{card}", *(f"sku:{sku}" for sku in skus), "*"]
+
+
+class Switchboard:
+    """Failure-mode switches in a Table: PartitionKey = service, RowKey = scope."""
+
+    def __init__(self, table: TableClient) -> None:
+        self._table = table
+
+    def set(self, service: Service, scope: str, switch: Switch) -> None:
+        if switch.mode not in MODES_OF_SERVICE[service]:
+            raise ValueError(f"{service} has no mode {switch.mode}")
+        if switch.mode is Mode.NORMAL:
+            self._table.delete_entity(service.value, scope)
+            return
+        self._table.upsert_entity(
+            {"PartitionKey": service.value, "RowKey": scope, "mode": switch.mode.value,
+             "slowSeconds": switch.slow_seconds},
+            mode=UpdateMode.REPLACE,
+        )
+
+    def lookup(self, service: Service, applicable: list[str]) -> Switch:
+        """One query for the service's switches; the most specific applicable one wins."""
+        try:
+            rows = {
+                row["RowKey"]: row
+                for row in self._table.query_entities(
+                    "PartitionKey eq @service", parameters={"service": service.value}
+                )
+            }
+        except ResourceNotFoundError:
+            return Switch()
+        for scope in applicable:
+            if scope in rows:
+                row = rows[scope]
+                return Switch(Mode(row["mode"]), float(row["slowSeconds"]))
+        return Switch()
+
+    def clear(self) -> None:
+        for row in self._table.list_entities(select=["PartitionKey", "RowKey"]):
+            self._table.delete_entity(row["PartitionKey"], row["RowKey"])
