@@ -1,0 +1,37 @@
+"""Fixtures for the devstack host tests: the sample app run by a real host on a free port."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from devstack.azurite import Azurite
+from devstack.host import FunctionsHost
+
+SAMPLE_APP = Path(__file__).parent / "sample_app"
+FUNCTION_KEY = "sample-function-key"
+MASTER_KEY = "sample-master-key"
+
+HostFactory = Callable[..., FunctionsHost]
+
+
+@pytest.fixture
+async def start_host(azurite: Azurite) -> AsyncIterator[Callable[..., object]]:
+    """Start the sample app with only the named functions; every host is stopped afterwards."""
+    hosts: list[FunctionsHost] = []
+
+    async def start(*functions: str, **settings: str) -> FunctionsHost:
+        host = FunctionsHost(SAMPLE_APP, functions=functions, settings={
+            "AzureWebJobsStorage": azurite.connection_string,
+            "DEVSTACK_HOST_FUNCTION_KEY": FUNCTION_KEY,
+            "DEVSTACK_HOST_MASTER_KEY": MASTER_KEY,
+            **settings,
+        })
+        hosts.append(host)
+        return await host.start()
+
+    yield start
+    for host in hosts:
+        await host.stop()

@@ -1,0 +1,78 @@
+"""A small v2 function app that exercises every trigger kind the devstack host runs."""
+
+import json
+import os
+
+import azure.functions as func
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+# Failures still to inject per retry-policy function; the tests read the host's records.
+_failures_left = {"flaky_tick": 2, "backoff_tick": 3}
+
+
+@app.route(route="hello/{name}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def hello(req: func.HttpRequest) -> func.HttpResponse:
+    greeting = os.environ["SAMPLE_GREETING"]
+    return func.HttpResponse(f"{greeting}, {req.route_params['name']}")
+
+
+@app.route(route="orders/{order_id:int}", methods=["GET", "POST"])
+async def order(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps({"order_id": int(req.route_params["order_id"]), "method": req.method,
+                    "body": req.get_body().decode(), "page": req.params.get("page")}),
+        mimetype="application/json", status_code=201 if req.method == "POST" else 200)
+
+
+@app.route(route="admin-only", auth_level=func.AuthLevel.ADMIN)
+def admin_only(req: func.HttpRequest) -> str:
+    return "for admins"
+
+
+@app.route(route="broken", auth_level=func.AuthLevel.ANONYMOUS)
+def broken(req: func.HttpRequest) -> func.HttpResponse:
+    raise RuntimeError("this function always fails")
+
+
+@app.timer_trigger(schedule="%TICK_SCHEDULE%", arg_name="timer", run_on_startup=True)
+@app.blob_output(arg_name="seen", path="observations/tick/{rand-guid}.json",
+                 connection="AzureWebJobsStorage")
+def tick(timer: func.TimerRequest, seen: func.Out[str]) -> None:
+    seen.set(json.dumps({"past_due": timer.past_due}))
+
+
+@app.timer_trigger(schedule="0 0 0 1 1 *", arg_name="timer", run_on_startup=True)
+@app.retry(strategy="fixed_delay", max_retry_count="3", delay_interval="00:00:00.05")
+def flaky_tick(timer: func.TimerRequest, context: func.Context) -> None:
+    if _failures_left["flaky_tick"] > 0:
+        _failures_left["flaky_tick"] -= 1
+        raise ConnectionError(f"transient failure on retry {context.retry_context.retry_count}")
+
+
+@app.timer_trigger(schedule="0 0 0 1 1 *", arg_name="timer", run_on_startup=True)
+@app.retry(strategy="exponential_backoff", max_retry_count="2",
+           minimum_interval="00:00:00.05", maximum_interval="00:00:00.20")
+async def backoff_tick(timer: func.TimerRequest) -> None:
+    if _failures_left["backoff_tick"] > 0:
+        _failures_left["backoff_tick"] -= 1
+        raise ConnectionError("still failing")
+
+
+@app.event_grid_trigger(arg_name="event")
+@app.blob_output(arg_name="seen", path="observations/tickets/{rand-guid}.json",
+                 connection="AzureWebJobsStorage")
+async def triage_ticket_received(event: func.CloudEvent, seen: func.Out[str]) -> None:
+    ticket = event.get_json()
+    if ticket.get("poison"):
+        raise ValueError("ticket cannot be triaged")
+    seen.set(json.dumps({"id": event.id, "type": event.type, "subject": event.subject,
+                         "ticket": ticket}))
+
+
+@app.event_grid_trigger(arg_name="event")
+@app.blob_output(arg_name="seen", path="observations/grid/{rand-guid}.json",
+                 connection="AzureWebJobsStorage")
+def grid_event_received(event: func.EventGridEvent, seen: func.Out[str]) -> None:
+    seen.set(json.dumps({"id": event.id, "type": event.event_type, "subject": event.subject,
+                         "data": event.get_json()}))
