@@ -2,4 +2,7 @@
 
 import azure.functions as func
 
+from agents.orders.blueprint import bp as orders
+
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+app.register_functions(orders)

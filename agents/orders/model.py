@@ -172,6 +172,31 @@ class Order:
         emitted, self.pending = self.pending, []
         return emitted
 
+    def to_state(self) -> dict[str, Any]:
+        """The JSON object the repository stores (emitted commands are not part of it)."""
+        return {
+            "orderId": self.order_id, "customerId": self.customer_id, "card": self.card,
+            "items": [asdict(item) for item in self.items], "requestHash": self.request_hash,
+            "status": self.status.value, "step": self.step.value if self.step else None,
+            "sequence": self.sequence, "attempts": self.attempts,
+            "effects": [step.value for step in self.effects],
+            "compensations": [step.value for step in self.compensations],
+            "reason": self.reason, "timeline": [asdict(entry) for entry in self.timeline],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Order:
+        return cls(
+            order_id=state["orderId"], customer_id=state["customerId"], card=state["card"],
+            items=[LineItem(**item) for item in state["items"]],
+            request_hash=state["requestHash"], status=OrderStatus(state["status"]),
+            step=Step(state["step"]) if state["step"] else None, sequence=state["sequence"],
+            attempts=state["attempts"], effects=[Step(step) for step in state["effects"]],
+            compensations=[Step(step) for step in state["compensations"]],
+            reason=state["reason"],
+            timeline=[TimelineEntry(**entry) for entry in state["timeline"]],
+        )
+
     def handle_reply(self, reply: Reply, detail: str = "") -> None:
         step = STEP_OF_REPLY[reply]
         if step is not self.step:
