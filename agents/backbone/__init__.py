@@ -1,0 +1,132 @@
+"""The reliability kit: envelope, schemas, Table unit of work, outbox, publishers, sagas.
+
+Imports no `azure.functions`: triggers live in each agent's Blueprint and call in here.
+
+Usage sketch (an agent's trigger and handler)::
+
+    from agents.backbone import (
+        Envelope, MessageProcessor, OutboxRelay, RequestCounter, ServiceBusPublisher,
+        UnitOfWork, dead_letter, parse_servicebus, registry, settings, state_table,
+    )
+
+    registry.register("orders.order.placed", {"type": "object", "required": ["orderId"]})
+
+    counter = RequestCounter()
+    tables = settings.table_service("STATE_STORAGE", raw_request_hook=counter.hook)
+    table = state_table(tables, "orders")
+    publisher = ServiceBusPublisher(settings.servicebus_client("ORDERS_SERVICEBUS"))
+    processor = MessageProcessor(table, OutboxRelay(table, publisher), counter=counter)
+
+    def place_order(event: Envelope, uow: UnitOfWork) -> None:   # a plain handler
+        order = uow.load() or {"status": "new"}                   # remembers the ETag
+        order["status"] = "placed"
+        uow.save(order)                                           # If-Match on commit
+        uow.emit(event.follow("orders.stock.reserve", {...}, source="/agents/orders"),
+                 destination="orders-commands")                   # outbox row
+
+    # in the Service Bus trigger (message actions or an SDK receiver):
+    try:
+        event = parse_servicebus(msg.get_body(), msg.application_properties)
+        outcome = processor.handle(event, place_order)   # commit, publish, mark dispatched
+    except PoisonMessage as error:                       # InvalidEvent, TransactionTooLarge
+        dead_letter(actions, msg, error.reason, error.description)
+        return
+    # return normally -> the message completes; any other exception -> redelivery.
+    # outcome.dead_letter set (saga compensation exhausted) -> dead-letter instead.
+
+Sagas: define `SagaDefinition(name, source, reply_to, alert_destination, steps=(SagaStep(...),))`,
+`engine = SagaEngine(definition)`; start with
+`processor.run(saga_id, lambda uow: engine.start(uow, data, cause=event), inbox_id=event.id)`;
+replies and timeouts arriving on `reply_to` go to `processor.handle(event, engine.handle)`.
+Participants answer with `reply_for(command, succeeded=..., source=...)` sent to
+`reply_destination(command)`. A timer trigger calls `relay.sweep()` and `relay.purge(...)`.
+"""
+
+from agents.backbone import settings
+from agents.backbone.envelope import Envelope
+from agents.backbone.errors import (
+    BackboneError,
+    ConcurrencyConflict,
+    ConfigurationError,
+    Disposition,
+    InvalidEvent,
+    PoisonMessage,
+    PublishFailed,
+    StorageError,
+    StorageUnavailable,
+    TransactionTooLarge,
+    TransientError,
+    classify,
+)
+from agents.backbone.outbox import OutboxRelay, OutboxRow, PurgeReport
+from agents.backbone.partitions import HotKeyDetector, PartitionKeys
+from agents.backbone.processing import MessageProcessor, Outcome
+from agents.backbone.publishers import (
+    EventGridPublisher,
+    EventHubsPublisher,
+    Publisher,
+    RoutingPublisher,
+    ServiceBusPublisher,
+)
+from agents.backbone.saga import (
+    SagaDefinition,
+    SagaEngine,
+    SagaStep,
+    SagaView,
+    reply_destination,
+    reply_for,
+)
+from agents.backbone.schemas import SchemaRegistry, registry
+from agents.backbone.settlement import Settlement, dead_letter, settle
+from agents.backbone.tables import RequestCounter, state_table
+from agents.backbone.unit_of_work import Committed, UnitOfWork, run_unit_of_work
+from agents.backbone.wire import parse_eventgrid, parse_eventhub, parse_servicebus, to_cloudevent
+
+__all__ = [
+    "BackboneError",
+    "Committed",
+    "ConcurrencyConflict",
+    "ConfigurationError",
+    "Disposition",
+    "Envelope",
+    "EventGridPublisher",
+    "EventHubsPublisher",
+    "HotKeyDetector",
+    "InvalidEvent",
+    "MessageProcessor",
+    "OutboxRelay",
+    "OutboxRow",
+    "Outcome",
+    "PartitionKeys",
+    "PoisonMessage",
+    "PublishFailed",
+    "Publisher",
+    "PurgeReport",
+    "RequestCounter",
+    "RoutingPublisher",
+    "SagaDefinition",
+    "SagaEngine",
+    "SagaStep",
+    "SagaView",
+    "SchemaRegistry",
+    "ServiceBusPublisher",
+    "Settlement",
+    "StorageError",
+    "StorageUnavailable",
+    "TransactionTooLarge",
+    "TransientError",
+    "UnitOfWork",
+    "classify",
+    "dead_letter",
+    "parse_eventgrid",
+    "parse_eventhub",
+    "parse_servicebus",
+    "registry",
+    "reply_destination",
+    "reply_for",
+    "run_unit_of_work",
+    "settings",
+    "settle",
+    "state_table",
+    "to_cloudevent",
+]

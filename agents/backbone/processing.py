@@ -1,0 +1,103 @@
+"""Settle after dispatch: handle in one transaction, publish, mark dispatched, and only then
+let the trigger complete the message.
+
+A trigger calls `MessageProcessor.handle(event, handler)`. If it returns, the message may be
+completed (or dead-lettered, when `Outcome.dead_letter` says so). If it raises, the message
+must be abandoned so the broker redelivers it: the inbox then recognises the duplicate and
+the still-pending outbox rows of that partition are published again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from azure.data.tables import TableClient
+
+from agents.backbone.envelope import Envelope
+from agents.backbone.errors import InvalidEvent
+from agents.backbone.outbox import OutboxRelay, OutboxRow
+from agents.backbone.schemas import SchemaRegistry
+from agents.backbone.tables import RequestCounter
+from agents.backbone.unit_of_work import (
+    Committed,
+    DeadLetterRequest,
+    UnitOfWork,
+    run_unit_of_work,
+)
+
+T = TypeVar("T")
+
+Handler = Callable[[Envelope, UnitOfWork], T]
+"""A plain function: load the aggregate, decide, `save` and `emit` on the unit of work."""
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """What handling one message did; `requests` counts storage calls when counted."""
+
+    partition_key: str
+    duplicate: bool
+    published: list[OutboxRow] = field(default_factory=list)
+    result: T | None = None
+    dead_letter: DeadLetterRequest | None = None
+    requests: int | None = None
+
+
+class MessageProcessor:
+    """Runs handlers in a Table unit of work and relays their outbox before settlement."""
+
+    def __init__(
+        self,
+        table: TableClient,
+        relay: OutboxRelay,
+        *,
+        registry: SchemaRegistry | None = None,
+        attempts: int = 6,
+        counter: RequestCounter | None = None,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.table = table
+        self.relay = relay
+        self.registry = registry
+        self.attempts = attempts
+        self.counter = counter
+        self._now = now
+
+    def handle(
+        self, event: Envelope, handler: Handler[T], *, partition_key: str | None = None,
+    ) -> Outcome[T]:
+        """Handle one incoming event exactly once in effect; see the module docstring.
+
+        The partition is `partition_key`, else the event's `partitionkey`, else `subject`.
+        """
+        partition = partition_key or event.partitionkey or event.subject
+        if not partition:
+            raise InvalidEvent(f"event {event.id} names no partition key or subject",
+                               reason="NoPartitionKey")
+        return self.run(partition, lambda uow: handler(event, uow), inbox_id=event.id)
+
+    def run(
+        self, partition_key: str, decide: Callable[[UnitOfWork], T], *, inbox_id: str | None,
+    ) -> Outcome[T]:
+        """The general form: `inbox_id` is the message id (or an HTTP idempotency key)."""
+        if self.counter is None:
+            return self._run(partition_key, decide, inbox_id)
+        with self.counter.scope() as scope:
+            outcome = self._run(partition_key, decide, inbox_id)
+        return Outcome(outcome.partition_key, outcome.duplicate, outcome.published,
+                       outcome.result, outcome.dead_letter, scope.count)
+
+    def _run(
+        self, partition_key: str, decide: Callable[[UnitOfWork], T], inbox_id: str | None,
+    ) -> Outcome[T]:
+        committed: Committed[T] = run_unit_of_work(
+            self.table, partition_key, decide, inbox_id=inbox_id, attempts=self.attempts,
+            registry=self.registry, now=self._now,
+        )
+        rows = self.relay.pending(partition_key) if committed.duplicate else committed.outbox
+        published = self.relay.dispatch(rows)
+        return Outcome(partition_key, committed.duplicate, published, committed.result,
+                       committed.dead_letter)

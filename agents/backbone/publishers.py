@@ -1,0 +1,218 @@
+"""The `Publisher` port and its adapters over the official SDKs' batch types.
+
+Every adapter sends each outbox row with MessageId = row id (= event id), so a re-send after
+a crash is absorbed by Service Bus duplicate detection (and by consumers' inboxes elsewhere).
+Any SDK failure raises `PublishFailed`; the rows then stay pending.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, Protocol
+
+from azure.core.exceptions import AzureError
+from azure.eventgrid import EventGridPublisherClient
+from azure.eventhub import EventData, EventDataBatch, EventHubProducerClient
+from azure.eventhub.exceptions import EventHubError
+from azure.servicebus import (
+    ServiceBusClient,
+    ServiceBusMessage,
+    ServiceBusMessageBatch,
+    ServiceBusSender,
+)
+from azure.servicebus.exceptions import ServiceBusError
+
+from agents.backbone.envelope import Envelope
+from agents.backbone.errors import ConfigurationError, PublishFailed
+from agents.backbone.outbox import OutboxRow
+from agents.backbone.partitions import PartitionKeys
+from agents.backbone.wire import (
+    CLOUDEVENTS_CONTENT_TYPE,
+    application_properties,
+    encode_body,
+    to_cloudevent,
+)
+
+_SDK_ERRORS = (AzureError, ServiceBusError, EventHubError, OSError)
+_EVENTGRID_CHUNK = 100
+
+
+class Publisher(Protocol):
+    """Sends outbox rows to their `destination`; raises `PublishFailed` if any did not go."""
+
+    def publish(self, rows: Sequence[OutboxRow]) -> None: ...
+
+
+def by_destination(rows: Sequence[OutboxRow]) -> dict[str, list[OutboxRow]]:
+    """Rows grouped by destination, keeping their order within each group."""
+    groups: dict[str, list[OutboxRow]] = defaultdict(list)
+    for row in rows:
+        groups[row.destination].append(row)
+    return groups
+
+
+class RoutingPublisher:
+    """Routes each destination to the publisher that owns it (Service Bus, Event Hubs, ...)."""
+
+    def __init__(self, routes: Mapping[str, Publisher]) -> None:
+        self._routes = dict(routes)
+
+    def publish(self, rows: Sequence[OutboxRow]) -> None:
+        for destination, group in by_destination(rows).items():
+            route = self._routes.get(destination)
+            if route is None:
+                raise ConfigurationError(f"no publisher routes destination {destination!r}")
+            route.publish(group)
+
+
+def _properties(envelope: Envelope) -> dict[str | bytes, Any]:
+    return dict(application_properties(envelope).items())
+
+
+def to_servicebus_message(row: OutboxRow) -> ServiceBusMessage:
+    """The Service Bus message for one outbox row (structured CloudEvent + properties)."""
+    envelope = row.envelope
+    return ServiceBusMessage(
+        encode_body(envelope),
+        message_id=row.message_id,
+        content_type=CLOUDEVENTS_CONTENT_TYPE,
+        correlation_id=envelope.correlationid,
+        subject=envelope.type,
+        application_properties=_properties(envelope),
+        scheduled_enqueue_time_utc=row.scheduled_at,
+    )
+
+
+class ServiceBusPublisher:
+    """Sends rows in `ServiceBusMessageBatch`es, one sender per queue or topic.
+
+    `topics` names the destinations that are topics; every other destination is a queue.
+    """
+
+    def __init__(self, client: ServiceBusClient, *, topics: Collection[str] = ()) -> None:
+        self._client = client
+        self._topics = frozenset(topics)
+        self._senders: dict[str, ServiceBusSender] = {}
+
+    def publish(self, rows: Sequence[OutboxRow]) -> None:
+        for destination, group in by_destination(rows).items():
+            try:
+                self._send(self._sender(destination), group)
+            except _SDK_ERRORS as error:
+                raise PublishFailed(f"Service Bus send to {destination} failed: {error}") from error
+
+    def close(self) -> None:
+        for sender in self._senders.values():
+            sender.close()
+        self._senders.clear()
+
+    def _sender(self, destination: str) -> ServiceBusSender:
+        if destination not in self._senders:
+            self._senders[destination] = (
+                self._client.get_topic_sender(destination)
+                if destination in self._topics
+                else self._client.get_queue_sender(destination)
+            )
+        return self._senders[destination]
+
+    @staticmethod
+    def _send(sender: ServiceBusSender, rows: list[OutboxRow]) -> None:
+        batch: ServiceBusMessageBatch = sender.create_message_batch()
+        for row in rows:
+            message = to_servicebus_message(row)
+            try:
+                batch.add_message(message)
+            except ValueError:
+                if len(batch) == 0:
+                    raise
+                sender.send_messages(batch)
+                batch = sender.create_message_batch()
+                batch.add_message(message)
+        if len(batch):
+            sender.send_messages(batch)
+
+
+def to_event_data(row: OutboxRow) -> EventData:
+    envelope = row.envelope
+    event = EventData(encode_body(envelope))
+    event.content_type = CLOUDEVENTS_CONTENT_TYPE
+    event.message_id = row.message_id
+    if envelope.correlationid is not None:
+        event.correlation_id = envelope.correlationid
+    event.properties = _properties(envelope)
+    return event
+
+
+class EventHubsPublisher:
+    """Sends rows in `EventDataBatch`es, one batch per (hub, hashed partition key).
+
+    `producers` gives the producer for a hub name (destination = hub name).
+    """
+
+    def __init__(
+        self,
+        producers: Mapping[str, EventHubProducerClient] | Callable[[str], EventHubProducerClient],
+        *,
+        partition_keys: PartitionKeys | None = None,
+    ) -> None:
+        self._producers = producers
+        self.partition_keys = partition_keys or PartitionKeys()
+
+    def publish(self, rows: Sequence[OutboxRow]) -> None:
+        for hub, group in by_destination(rows).items():
+            producer = self._producer(hub)
+            by_key: dict[str, list[OutboxRow]] = defaultdict(list)
+            for row in group:
+                by_key[self.partition_keys.for_event(row.envelope)].append(row)
+            try:
+                for key, keyed in by_key.items():
+                    self._send(producer, key, keyed)
+            except _SDK_ERRORS as error:
+                raise PublishFailed(f"Event Hubs send to {hub} failed: {error}") from error
+
+    def _producer(self, hub: str) -> EventHubProducerClient:
+        if callable(self._producers):
+            return self._producers(hub)
+        try:
+            return self._producers[hub]
+        except KeyError:
+            raise ConfigurationError(f"no Event Hubs producer for hub {hub!r}") from None
+
+    @staticmethod
+    def _send(producer: EventHubProducerClient, key: str, rows: list[OutboxRow]) -> None:
+        batch: EventDataBatch = producer.create_batch(partition_key=key)
+        for row in rows:
+            event = to_event_data(row)
+            try:
+                batch.add(event)
+            except ValueError:
+                if len(batch) == 0:
+                    raise
+                producer.send_batch(batch)
+                batch = producer.create_batch(partition_key=key)
+                batch.add(event)
+        if len(batch):
+            producer.send_batch(batch)
+
+
+class EventGridPublisher:
+    """Sends rows as CloudEvents through `EventGridPublisherClient`, one client per topic.
+
+    `clients` maps a destination name to the client for that topic endpoint.
+    """
+
+    def __init__(self, clients: Mapping[str, EventGridPublisherClient]) -> None:
+        self._clients = dict(clients)
+
+    def publish(self, rows: Sequence[OutboxRow]) -> None:
+        for destination, group in by_destination(rows).items():
+            client = self._clients.get(destination)
+            if client is None:
+                raise ConfigurationError(f"no Event Grid client for destination {destination!r}")
+            events = [to_cloudevent(row.envelope) for row in group]
+            try:
+                for start in range(0, len(events), _EVENTGRID_CHUNK):
+                    client.send(events[start:start + _EVENTGRID_CHUNK])
+            except _SDK_ERRORS as error:
+                raise PublishFailed(f"Event Grid send to {destination} failed: {error}") from error

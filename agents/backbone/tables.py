@@ -1,0 +1,104 @@
+"""Table Storage plumbing shared by the unit of work, outbox and saga: row keys, request
+counting through the SDK's public `raw_request_hook`, and error translation.
+
+One table per agent holds, per partition (= aggregate or saga id): the aggregate's state
+row(s), inbox markers and outbox rows, so one entity-group transaction covers them all.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+from azure.core.exceptions import AzureError
+from azure.data.tables import TableClient, TableServiceClient
+
+from agents.backbone.errors import map_storage_error
+
+STATE_ROW = "state"
+INBOX_PREFIX = "inbox|"
+OUTBOX_PREFIX = "outbox|"
+LOG_PREFIX = "log|"
+# "}" sorts right after "|", so [prefix, prefix with "}") is exactly the prefix's range.
+_RANGE_END = "}"
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def inbox_row(message_id: str) -> str:
+    return f"{INBOX_PREFIX}{message_id}"
+
+
+def outbox_row(event_id: str) -> str:
+    return f"{OUTBOX_PREFIX}{event_id}"
+
+
+def prefix_filter(prefix: str) -> str:
+    """An OData filter for RowKeys starting with `prefix` (a range scan, not a full scan)."""
+    end = prefix[:-1] + _RANGE_END
+    return f"RowKey ge '{prefix}' and RowKey lt '{end}'"
+
+
+def quote(value: str) -> str:
+    """An OData string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass
+class RequestScope:
+    """Storage requests made in one `RequestCounter.scope()` (one handled message)."""
+
+    count: int = 0
+
+
+class RequestCounter:
+    """Counts every HTTP request a table client sends (each retry counts too).
+
+    Pass `counter.hook` as `raw_request_hook=` when building the TableServiceClient (the
+    SDK's public pipeline hook); `scope()` also counts per thread/context, e.g. per message.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.total = 0
+        self._scope: contextvars.ContextVar[RequestScope | None] = contextvars.ContextVar(
+            "backbone_request_scope", default=None
+        )
+
+    def hook(self, request: Any) -> None:
+        with self._lock:
+            self.total += 1
+        scope = self._scope.get()
+        if scope is not None:
+            scope.count += 1
+
+    @contextmanager
+    def scope(self) -> Iterator[RequestScope]:
+        current = RequestScope()
+        token = self._scope.set(current)
+        try:
+            yield current
+        finally:
+            self._scope.reset(token)
+
+
+def state_table(
+    service: TableServiceClient, name: str, *, create: bool = True
+) -> TableClient:
+    """The agent's state table (created when missing, e.g. on Azurite)."""
+    if create:
+        storage_call(service.create_table_if_not_exists, name)
+    return service.get_table_client(name)
+
+
+def storage_call(operation: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run one SDK call, translating Azure errors into backbone errors."""
+    try:
+        return operation(*args, **kwargs)
+    except AzureError as error:
+        raise map_storage_error(error) from error
