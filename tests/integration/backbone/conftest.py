@@ -1,0 +1,67 @@
+"""Fixtures for backbone tests on Azurite: a fresh table, schema registry and broker each."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from azure.data.tables import TableClient, TableServiceClient
+
+from agents.backbone import (
+    MessageProcessor,
+    OutboxRelay,
+    RequestCounter,
+    SchemaRegistry,
+    state_table,
+)
+from tests.integration.backbone.broker import BrokerPublisher, InMemoryBroker
+from tests.integration.backbone.counter import register_counter_events
+
+
+@pytest.fixture
+def counter() -> RequestCounter:
+    return RequestCounter()
+
+
+@pytest.fixture
+def tables(storage_connection_string: str, counter: RequestCounter) -> TableServiceClient:
+    return TableServiceClient.from_connection_string(
+        storage_connection_string, raw_request_hook=counter.hook)
+
+
+@pytest.fixture
+def table(tables: TableServiceClient) -> Iterator[TableClient]:
+    name = f"t{uuid.uuid4().hex[:16]}"
+    client = state_table(tables, name)
+    yield client
+    tables.delete_table(name)
+
+
+@pytest.fixture
+def schemas() -> SchemaRegistry:
+    chosen = SchemaRegistry()
+    register_counter_events(chosen)
+    return chosen
+
+
+@pytest.fixture
+def broker() -> InMemoryBroker:
+    return InMemoryBroker(max_delivery_count=5)
+
+
+@pytest.fixture
+def publisher(broker: InMemoryBroker) -> BrokerPublisher:
+    return BrokerPublisher(broker)
+
+
+@pytest.fixture
+def processor(table: TableClient, publisher: BrokerPublisher, schemas: SchemaRegistry,
+              counter: RequestCounter) -> MessageProcessor:
+    return MessageProcessor(table, OutboxRelay(table, publisher), registry=schemas,
+                            counter=counter)
+
+
+def rows(table: TableClient) -> dict[tuple[str, str], dict[str, object]]:
+    """Every entity in the table, keyed by (PartitionKey, RowKey): a snapshot to compare."""
+    return {(e["PartitionKey"], e["RowKey"]): dict(e) for e in table.list_entities()}

@@ -1,0 +1,173 @@
+"""The Table unit of work on Azurite: one transaction, inbox dedupe, ETag races, limits."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from azure.data.tables import TableClient
+
+from agents.backbone import (
+    ConcurrencyConflict,
+    Disposition,
+    Envelope,
+    MessageProcessor,
+    RequestCounter,
+    SchemaRegistry,
+    TransactionTooLarge,
+    UnitOfWork,
+    classify,
+    run_unit_of_work,
+)
+from tests.integration.backbone.broker import BrokerPublisher
+from tests.integration.backbone.conftest import rows
+from tests.integration.backbone.counter import INCREMENTED, increment, increment_command
+
+
+def total(table: TableClient, counter_id: str) -> int:
+    return int(json.loads(table.get_entity(counter_id, "state")["state"])["total"])
+
+
+def test_state_inbox_and_outbox_commit_in_one_transaction(table, schemas, counter):
+    command = increment_command("c1", by=3)
+    with counter.scope() as scope:
+        committed = run_unit_of_work(table, "c1", lambda uow: increment(command, uow),
+                                     inbox_id=command.id, registry=schemas)
+    assert not committed.duplicate
+    assert committed.result == 3
+    kinds = {key[1].split("|")[0]: entity["Kind"] for key, entity in rows(table).items()}
+    assert kinds == {"state": "state", "inbox": "inbox", "outbox": "outbox"}
+    assert scope.count == 2  # one read (state missing) + ONE $batch for all three rows
+
+
+def test_duplicate_delivery_is_recognised_and_has_no_second_effect(processor, table, publisher):
+    command = increment_command("c1", by=5)
+    first = processor.handle(command, increment)
+    second = processor.handle(command, increment)
+    third = processor.handle(command, increment)
+    assert (first.duplicate, second.duplicate, third.duplicate) == (False, True, True)
+    assert total(table, "c1") == 5
+    assert [row.envelope.type for row in publisher.published] == [INCREMENTED]
+
+
+def test_every_message_delivered_three_times_has_exactly_one_effect(processor, table, publisher):
+    commands = [increment_command(f"c{n % 4}", by=n + 1) for n in range(20)]
+    for _ in range(3):
+        for command in commands:
+            processor.handle(command, increment)
+    for n in range(4):
+        assert total(table, f"c{n}") == sum(c.data["by"] for c in commands if c.subject == f"c{n}")
+    published_ids = [row.message_id for row in publisher.published]
+    assert len(published_ids) == len(set(published_ids)) == 20
+
+
+def test_racing_handlers_one_wins_the_other_retries_on_412_and_both_effects_land(
+    table, schemas
+):
+    barrier = threading.Barrier(2, timeout=30)
+    attempts: dict[str, int] = {"a": 0, "b": 0}
+    errors: list[BaseException] = []
+    seed = increment_command("race", by=1)
+    run_unit_of_work(table, "race", lambda uow: increment(seed, uow), inbox_id=seed.id,
+                     registry=schemas)
+
+    def racer(name: str, by: int) -> None:
+        command = increment_command("race", by=by)
+
+        def decide(uow: UnitOfWork) -> int:
+            attempts[name] += 1
+            state = uow.load()
+            if attempts[name] == 1:
+                barrier.wait()  # both have read the same ETag before either commits
+            assert state is not None
+            return increment(command, uow)
+
+        try:
+            run_unit_of_work(table, "race", decide, inbox_id=command.id, registry=schemas)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=racer, args=("a", 10)),
+               threading.Thread(target=racer, args=("b", 100))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert sorted(attempts.values()) == [1, 2]
+    assert total(table, "race") == 111
+
+
+def test_412_on_every_attempt_gives_up_with_a_transient_concurrency_conflict(table, schemas):
+    seed = increment_command("hot", by=1)
+    run_unit_of_work(table, "hot", lambda uow: increment(seed, uow), inbox_id=seed.id,
+                     registry=schemas)
+    command = increment_command("hot", by=1)
+    calls = []
+
+    def decide_while_someone_else_writes(uow: UnitOfWork) -> int:
+        calls.append(1)
+        result = increment(command, uow)
+        entity = table.get_entity("hot", "state")
+        table.update_entity(entity)  # a competing writer changes the ETag every time
+        return result
+
+    with pytest.raises(ConcurrencyConflict) as raised:
+        run_unit_of_work(table, "hot", decide_while_someone_else_writes, inbox_id=command.id,
+                         attempts=3, registry=schemas)
+    assert len(calls) == 3
+    assert classify(raised.value) is Disposition.RETRY
+    assert total(table, "hot") == 1
+
+
+def test_creating_an_aggregate_twice_concurrently_is_a_conflict_not_an_overwrite(table, schemas):
+    first, second = increment_command("new", by=1), increment_command("new", by=2)
+    stale = UnitOfWork(table, "new", inbox_id=second.id, registry=schemas)
+    increment(second, stale)  # read "missing" before the first creates it
+    run_unit_of_work(table, "new", lambda uow: increment(first, uow), inbox_id=first.id,
+                     registry=schemas)
+    with pytest.raises(ConcurrencyConflict):
+        stale.commit()
+    assert total(table, "new") == 1
+
+
+def _emit_many(count: int, pad: str, schemas: SchemaRegistry):
+    def decide(uow: UnitOfWork) -> None:
+        for n in range(count):
+            uow.emit(Envelope.new(INCREMENTED, {"total": n, "by": 1, "pad": pad},
+                                  source="/tests", subject="big"), destination="q")
+    return decide
+
+
+@pytest.mark.parametrize(("count", "pad", "limit"), [
+    (100, "x", "limit is 100"),             # inbox + 100 outbox rows = 101 entities
+    # 40 rows of 20k "€": each property 40 KB in UTF-16, but ~4.8 MB as escaped JSON
+    (40, "\u20ac" * 20_000, "limit is 4194304"),
+    (1, "x" * 40_000, "limit is 65536"),    # one property of 80 KB in UTF-16
+])
+def test_transactions_beyond_the_limits_raise_a_clear_poison_error_and_write_nothing(
+    table, schemas, count, pad, limit
+):
+    with pytest.raises(TransactionTooLarge, match=limit) as raised:
+        run_unit_of_work(table, "big", _emit_many(count, pad, schemas), inbox_id="m1",
+                         registry=schemas)
+    assert classify(raised.value) is Disposition.DEAD_LETTER
+    assert rows(table) == {}
+
+
+def test_the_largest_transaction_within_the_limits_commits(table, schemas):
+    committed = run_unit_of_work(table, "big", _emit_many(99, "x", schemas), inbox_id="m1",
+                                 registry=schemas)
+    assert len(committed.outbox) == 99
+    assert len(rows(table)) == 100
+
+
+def test_storage_requests_per_handled_message_are_counted(
+    processor: MessageProcessor, counter: RequestCounter, publisher: BrokerPublisher
+):
+    fresh = processor.handle(increment_command("c1"), increment)
+    existing = processor.handle(increment_command("c1"), increment)
+    assert fresh.requests == 3     # read (missing), $batch commit, $batch mark-dispatched
+    assert existing.requests == 3  # read state, $batch commit, $batch mark-dispatched
+    assert counter.total >= 6
