@@ -10,16 +10,18 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import azure.functions as func
 
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import PoisonMessage
+from agents.backbone.saga import ALERT, SagaView
 from agents.backbone.wire import parse_servicebus
 from agents.orders import bootstrap, entities, handlers
 from agents.orders.edge import IDEMPOTENCY_HEADER, BadRequest, place_order_request, validated
-from agents.orders.simulators import Mode, Service, Switch
+from agents.orders.model import Service
+from agents.orders.simulators import Mode, Switch
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -41,39 +43,66 @@ def _problem(status: int, detail: str) -> func.HttpResponse:
     return _json({"status": status, "detail": detail}, status)
 
 
-def order_view(state: dict[str, Any]) -> dict[str, Any]:
-    """What GET /api/orders/{id} shows: the state and the step timeline."""
+def order_view(view: SagaView) -> dict[str, Any]:
+    """What GET /api/orders/{id} shows: the saga's state and its step timeline."""
+    in_flight = [name for name, step in view.steps.items()
+                 if step["status"] in ("started", "compensating")]
+    timeline = []
+    for entry in view.log:
+        status, _, detail = str(entry["what"]).partition(": ")
+        timeline.append({"step": entry["step"], "phase": entry["phase"], "status": status,
+                         "at": entry.get("at"), "detail": detail})
     return {
-        "orderId": state["orderId"], "status": state["status"], "reason": state["reason"],
-        "amountCents": sum(i["quantity"] * i["unit_price_cents"] for i in state["items"]),
-        "timeline": state["timeline"],
+        "orderId": view.saga_id, "status": view.status,
+        "step": in_flight[0] if in_flight else None,
+        "amountCents": view.data["amountCents"], "failure": view.failure,
+        "timeline": timeline,
     }
+
+
+class PoisonSettlement(Protocol):
+    """How a trigger dead-letters a message that can never be handled."""
+
+    def dead_letter(self, message: func.ServiceBusMessage, error: PoisonMessage) -> None: ...
+
+
+class RedeliverUntilDeadLettered:
+    """The classic `func.ServiceBusMessage` binding cannot dead-letter: the trigger raises,
+    the host abandons, and the queue's MaxDeliveryCount dead-letters the message."""
+
+    def dead_letter(self, message: func.ServiceBusMessage, error: PoisonMessage) -> None:
+        raise error
+
+
+# A host that offers message actions (the devstack host, the test pump) installs its own.
+poison_settlement: PoisonSettlement = RedeliverUntilDeadLettered()
 
 
 @bp.function_name("orders_place")
 @bp.route(route="orders", methods=[func.HttpMethod.POST])
 def place_order(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        request = place_order_request(req.headers.get(IDEMPOTENCY_HEADER), req.get_body())
+        order = place_order_request(req.headers.get(IDEMPOTENCY_HEADER), req.get_body())
     except BadRequest as error:
         return _problem(400, str(error))
-    outcome = handlers.place_order(request, bootstrap.current())
-    placement = outcome.result
+    context = bootstrap.current()
+    placement = handlers.place_order(order, context).result
     assert placement is not None, "placing an order always decides"
     if placement.conflict:
         return _problem(409, f"{IDEMPOTENCY_HEADER} was already used with a different body")
-    status = 201 if placement.created else 200
-    return _json(order_view(placement.order), status,
-                 {"Location": f"/api/orders/{request.order_id}"})
+    view = handlers.get_order(order.order_id, context)
+    assert view is not None, "the order was just found or created"
+    return _json(order_view(view), 201 if placement.created else 200,
+                 {"Location": f"/api/orders/{order.order_id}"})
 
 
 @bp.function_name("orders_get")
 @bp.route(route="orders/{order_id}", methods=[func.HttpMethod.GET])
 def get_order(req: func.HttpRequest) -> func.HttpResponse:
-    state = handlers.get_order(req.route_params["order_id"], bootstrap.current())
-    if state is None:
+    view = handlers.get_order(req.route_params["order_id"], bootstrap.current())
+    if view is None:
         return _problem(404, "no such order")
-    return _json(order_view(state), 200)
+    return _json(order_view(view), 200)
 
 
 @bp.function_name("orders_simulator_mode")
@@ -102,14 +131,23 @@ def _consume(message: func.ServiceBusMessage, handle: Callable[[Envelope], objec
     except PoisonMessage as error:
         log.error("poison message %s: %s: %s", message.message_id, error.reason,
                   error.description)
-        raise
+        poison_settlement.dead_letter(message, error)
+
+
+def _on_saga_event(event: Envelope) -> None:
+    if event.type == ALERT:
+        log.error("order saga alert: %s", event.data)
+        return
+    outcome = handlers.handle_saga_event(event, bootstrap.current())
+    if outcome.dead_letter is not None:
+        raise PoisonMessage(outcome.dead_letter.description, reason=outcome.dead_letter.reason)
 
 
 @bp.function_name("orders_saga")
 @bp.service_bus_queue_trigger(arg_name="message", queue_name=entities.SAGA_QUEUE,
                               connection=entities.CONNECTION, auto_complete_messages=True)
 def on_saga_message(message: func.ServiceBusMessage) -> None:
-    _consume(message, lambda event: handlers.handle_saga_event(event, bootstrap.current()))
+    _consume(message, _on_saga_event)
 
 
 @bp.function_name("orders_fraud_alert")
@@ -117,7 +155,7 @@ def on_saga_message(message: func.ServiceBusMessage) -> None:
                               subscription_name=entities.FRAUD_ALERTS_SUBSCRIPTION,
                               connection=entities.FRAUD_CONNECTION, auto_complete_messages=True)
 def on_fraud_alert(message: func.ServiceBusMessage) -> None:
-    _consume(message, lambda event: handlers.handle_saga_event(event, bootstrap.current()))
+    _consume(message, _on_saga_event)
 
 
 def _service_command(message: func.ServiceBusMessage) -> None:
@@ -151,7 +189,7 @@ def on_shipping_command(message: func.ServiceBusMessage) -> None:
 @bp.timer_trigger(arg_name="timer", schedule=SWEEP_SCHEDULE)
 def sweep_outboxes(timer: func.TimerRequest) -> None:
     context = bootstrap.current()
-    for processor in (context.sagas, *context.ledgers.values()):
+    for processor in context.processors:
         swept = processor.relay.sweep(older_than=SWEEP_AFTER)
         if swept:
             log.warning("sweeper published %d stale outbox rows from %s", len(swept),
@@ -162,6 +200,6 @@ def sweep_outboxes(timer: func.TimerRequest) -> None:
 @bp.timer_trigger(arg_name="timer", schedule=RETENTION_SCHEDULE)
 def purge_old_rows(timer: func.TimerRequest) -> None:
     context = bootstrap.current()
-    for processor in (context.sagas, *context.ledgers.values()):
+    for processor in context.processors:
         report = processor.relay.purge(older_than=RETENTION)
         log.info("retention on %s: %s", processor.table.table_name, report)

@@ -10,32 +10,29 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from agents.orders.messages import http_schema
-from agents.orders.model import LineItem
+from agents.orders.model import LineItem, Order
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 200
 # A fixed namespace so the same key names the same order on every instance.
 ORDER_NAMESPACE = uuid.UUID("6f1c0a52-5a3e-4c2b-9a59-3c1f6b7e0d42")
+SCHEMAS = Path(__file__).with_name("schemas")
 
 
 class BadRequest(ValueError):
     """The request cannot be accepted as sent (HTTP 400); the message says why."""
 
 
-@dataclass(frozen=True)
-class PlaceOrderRequest:
-    order_id: str
-    customer_id: str
-    items: list[LineItem]
-    card: str
-    request_hash: str
+@cache
+def http_schema(name: str) -> Draft202012Validator:
+    return Draft202012Validator(json.loads((SCHEMAS / f"{name}.json").read_text()))
 
 
 def order_id_for(idempotency_key: str) -> str:
@@ -54,7 +51,7 @@ def validated(schema_name: str, raw: bytes) -> dict[str, Any]:
         body = json.loads(raw.decode("utf-8")) if raw else None
     except (UnicodeDecodeError, json.JSONDecodeError) as undecodable:
         raise BadRequest(f"body is not UTF-8 JSON: {undecodable}") from None
-    violation = best_match(Draft202012Validator(http_schema(schema_name)).iter_errors(body))
+    violation = best_match(http_schema(schema_name).iter_errors(body))
     if violation is not None:
         path = "/".join(str(part) for part in violation.absolute_path) or "(root)"
         raise BadRequest(f"invalid at {path}: {violation.message}")
@@ -63,14 +60,13 @@ def validated(schema_name: str, raw: bytes) -> dict[str, Any]:
     return body
 
 
-def place_order_request(idempotency_key: str | None, raw: bytes) -> PlaceOrderRequest:
+def place_order_request(idempotency_key: str | None, raw: bytes) -> Order:
     key = (idempotency_key or "").strip()
     if not key:
         raise BadRequest(f"the {IDEMPOTENCY_HEADER} header is required")
     if len(key) > MAX_KEY_LENGTH:
         raise BadRequest(f"the {IDEMPOTENCY_HEADER} header is longer than {MAX_KEY_LENGTH}")
     body = validated("place-order", raw)
-    items = [LineItem(item["sku"], item["quantity"], item["unitPriceCents"])
-             for item in body["items"]]
-    return PlaceOrderRequest(order_id_for(key), body["customerId"], items, body["card"],
-                             request_hash(body))
+    items = tuple(LineItem(item["sku"], item["quantity"], item["unitPriceCents"])
+                  for item in body["items"])
+    return Order(order_id_for(key), body["customerId"], items, body["card"], request_hash(body))

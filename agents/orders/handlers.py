@@ -1,5 +1,5 @@
-"""Handlers: one per incoming message kind. Each opens a unit of work on one partition,
-loads the aggregate, calls one domain method and commits state + inbox + outbox together.
+"""Handlers: one per incoming message kind. Each runs in a unit of work on one partition
+(state + inbox + outbox in one transaction) through the backbone's `MessageProcessor`.
 
 No Azure Functions types here; `blueprint` translates triggers into these calls.
 """
@@ -10,33 +10,31 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import InvalidEvent, PoisonMessage
 from agents.backbone.processing import MessageProcessor, Outcome
+from agents.backbone.saga import REPLY, TIMEOUT, SagaEngine, SagaView, reply_destination, reply_for
+from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.unit_of_work import UnitOfWork
-from agents.orders import entities
-from agents.orders.edge import PlaceOrderRequest
-from agents.orders.messages import (
-    DEADLINE_TYPE,
-    FRAUD_ALERT_TYPE,
-    REPLY_OF_TYPE,
-    SOURCE,
-    STEP_OF_COMMAND_TYPE,
-    command_type,
-    queue_of,
-    reply_type,
-)
-from agents.orders.model import Order, Reply, Step, StepCommand
-from agents.orders.simulators import (
-    SERVICE_OF_STEP,
-    Answer,
-    Service,
-    Switchboard,
-    answer,
-    scopes,
-)
+from agents.orders.model import ACTION_OF_TYPE, SERVICE_OF_ACTION, SOURCE, Action, Order, Service
+from agents.orders.simulators import Answer, Switchboard, answer, scopes
+
+# Raised by the fraud agent on the fraud-alerts topic; the orders subscription receives it.
+FRAUD_ALERT_TYPE: Final = "fraud.alert.raised"
+FRAUD_ALERT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["orderId"],
+    "properties": {"orderId": {"type": "string", "minLength": 1},
+                   "reason": {"type": "string"}},
+}
+
+
+def register_event_types(registry: SchemaRegistry) -> None:
+    """The saga engine registers its own command/reply types; orders adds what it receives."""
+    if not registry.knows(FRAUD_ALERT_TYPE):
+        registry.register(FRAUD_ALERT_TYPE, FRAUD_ALERT_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -48,20 +46,23 @@ class OrdersContext:
     """
 
     sagas: MessageProcessor
+    engine: SagaEngine
     ledgers: dict[Service, MessageProcessor]
     switchboard: Switchboard
-    step_timeout: timedelta
+
+    @property
+    def processors(self) -> list[MessageProcessor]:
+        return [self.sagas, *self.ledgers.values()]
 
 
 @dataclass(frozen=True)
 class Placement:
-    order: dict[str, Any]
     created: bool
     conflict: bool
 
 
-def place_order(request: PlaceOrderRequest, context: OrdersContext) -> Outcome[Placement]:
-    """Create the saga for a new Idempotency-Key, or find the order it already named.
+def place_order(order: Order, context: OrdersContext) -> Outcome[Placement]:
+    """Start the saga for a new Idempotency-Key, or find the order it already named.
 
     Two racing requests with one key both try to insert the same state row; the loser's
     conflict makes the unit of work re-decide, and it then finds the winner's order. A
@@ -71,190 +72,150 @@ def place_order(request: PlaceOrderRequest, context: OrdersContext) -> Outcome[P
     def decide(uow: UnitOfWork) -> Placement:
         existing = uow.load()
         if existing is not None:
-            conflict = existing["requestHash"] != request.request_hash
-            return Placement(existing, created=False, conflict=conflict)
-        order = Order.place(request.order_id, request.customer_id, request.items, request.card,
-                            request.request_hash)
-        _stage(uow, order, None, context.step_timeout)
-        return Placement(order.to_state(), created=True, conflict=False)
+            conflict = existing["data"]["requestHash"] != order.request_hash
+            return Placement(created=False, conflict=conflict)
+        context.engine.start(uow, order.saga_data())
+        return Placement(created=True, conflict=False)
 
-    outcome = context.sagas.run(request.order_id, decide, inbox_id=None)
+    outcome = context.sagas.run(order.order_id, decide, inbox_id=None)
     if outcome.result is not None and not outcome.result.created:
         relay = context.sagas.relay
-        relay.dispatch(relay.pending(request.order_id))
+        relay.dispatch(relay.pending(order.order_id))
     return outcome
 
 
-def get_order(order_id: str, context: OrdersContext) -> dict[str, Any] | None:
-    return UnitOfWork(context.sagas.table, order_id, inbox_id=None).load()
+def get_order(order_id: str, context: OrdersContext) -> SagaView | None:
+    return SagaEngine.view(context.sagas.table, order_id)
 
 
-def handle_saga_event(event: Envelope, context: OrdersContext) -> Outcome[None]:
+def handle_saga_event(event: Envelope, context: OrdersContext) -> Outcome[Any]:
     """A service reply, a step deadline or a fraud alert, applied to its order's saga."""
-    return context.sagas.handle(
-        event, partial(apply_to_saga, step_timeout=context.step_timeout),
-        partition_key=str(event.data["orderId"]),
-    )
+    if event.type in (REPLY, TIMEOUT):
+        return context.sagas.handle(event, context.engine.handle,
+                                    partition_key=str(event.data["sagaId"]))
+    if event.type == FRAUD_ALERT_TYPE:
+        return context.sagas.handle(event, partial(_abort_for_fraud, engine=context.engine),
+                                    partition_key=str(event.data["orderId"]))
+    raise InvalidEvent(f"the order saga does not handle {event.type}", reason="UnexpectedType")
 
 
-def apply_to_saga(event: Envelope, uow: UnitOfWork, *, step_timeout: timedelta) -> None:
-    state = uow.load()
-    if state is None:
-        raise PoisonMessage(f"{event.type} {event.id}: no order {uow.partition_key}",
+def _abort_for_fraud(event: Envelope, uow: UnitOfWork, *, engine: SagaEngine) -> bool:
+    if uow.load() is None:
+        raise PoisonMessage(f"fraud alert {event.id}: no order {uow.partition_key}",
                             reason="UnknownOrder")
-    order = Order.from_state(state)
-    if event.type == DEADLINE_TYPE:
-        order.handle_deadline(Step(event.data["step"]), int(event.data["sequence"]))
-    elif event.type == FRAUD_ALERT_TYPE:
-        order.handle_fraud_alert(str(event.data.get("reason", "fraud alert")))
-    elif event.type in REPLY_OF_TYPE:
-        order.handle_reply(REPLY_OF_TYPE[event.type], str(event.data.get("detail", "")))
-    else:
-        raise InvalidEvent(f"the saga does not handle {event.type}", reason="UnexpectedType")
-    _stage(uow, order, event, step_timeout)
+    reason = str(event.data.get("reason") or "fraud alert")
+    return engine.abort(uow, f"fraud alert: {reason}", cause=event)
 
 
 def handle_service_command(
     command: Envelope, delivery_count: int, context: OrdersContext
 ) -> Outcome[None]:
-    """A simulated service performs a step once per ledger key and replies to the saga.
+    """A simulated service performs an action once per ledger key and replies to the saga.
 
     The failure mode is decided before the unit of work: a flaky service raises here, so
     nothing is written and the broker redelivers.
     """
-    step = STEP_OF_COMMAND_TYPE.get(command.type)
-    if step is None:
+    action = ACTION_OF_TYPE.get(command.type)
+    if action is None:
         raise InvalidEvent(f"no simulated service handles {command.type}",
                            reason="UnexpectedType")
-    service = SERVICE_OF_STEP[step]
-    data = command.data
-    switch = context.switchboard.lookup(
-        service, scopes(data["orderId"], data["card"], [item["sku"] for item in data["items"]])
-    )
-    decided = answer(step, switch, delivery_count)
-    ledger_key = {Service.PAYMENTS: data["chargeId"], Service.INVENTORY: data["reservationId"],
-                  Service.SHIPPING: data["orderId"]}[service]
+    service = SERVICE_OF_ACTION[action]
+    payload = command.data["payload"]
+    switch = context.switchboard.lookup(service, scopes(
+        payload["orderId"], payload["card"], [item["sku"] for item in payload["items"]]))
+    decided = answer(action, switch, delivery_count)
+    ledger_key = {Service.PAYMENTS: payload["chargeId"],
+                  Service.INVENTORY: payload["reservationId"],
+                  Service.SHIPPING: payload["orderId"]}[service]
     return context.ledgers[service].handle(
-        command, partial(perform_step, step=step, decided=decided), partition_key=ledger_key
+        command, partial(perform_action, action=action, decided=decided),
+        partition_key=ledger_key,
     )
 
 
-def perform_step(command: Envelope, uow: UnitOfWork, *, step: Step, decided: Answer) -> None:
-    service = SERVICE_OF_STEP[step]
-    data = command.data
-    record = uow.load() or {"status": "none", "amountCents": data["amountCents"]}
-    reply, detail = LEDGER_RULES[service](step, record, decided, uow)
+def perform_action(command: Envelope, uow: UnitOfWork, *, action: Action, decided: Answer
+                   ) -> None:
+    service = SERVICE_OF_ACTION[action]
+    payload = command.data["payload"]
+    record = uow.load() or {"status": "none", "amountCents": payload["amountCents"]}
+    succeeded, reason = LEDGER_RULES[service](action, record, decided, uow)
     uow.save(record)
-    delay = decided.delay_seconds if reply is decided.reply else 0.0
+    late = decided.delay_seconds if succeeded and decided.succeeded else 0.0
     uow.emit(
-        command.follow(
-            reply_type(reply),
-            {"orderId": data["orderId"], "attempt": data["attempt"], "detail": detail},
-            source=f"{SOURCE}/simulators/{service.value}",
-        ),
-        destination=entities.SAGA_QUEUE,
-        scheduled_at=uow.now() + timedelta(seconds=delay) if delay else None,
+        reply_for(command, succeeded=succeeded, reason=reason,
+                  source=f"{SOURCE}/simulators/{service.value}"),
+        destination=reply_destination(command),
+        scheduled_at=uow.now() + timedelta(seconds=late) if late else None,
     )
-
-
-def _stage(uow: UnitOfWork, order: Order, cause: Envelope | None, step_timeout: timedelta
-           ) -> None:
-    uow.save(order.to_state())
-    for item in order.collect():
-        if isinstance(item, StepCommand):
-            uow.emit(
-                _event(cause, command_type(item.step), {**item.data, "attempt": item.attempt},
-                       order.order_id),
-                destination=queue_of(item.step),
-            )
-        else:
-            deadline = {"orderId": item.order_id, "step": item.step.value,
-                        "sequence": item.sequence}
-            uow.emit(_event(cause, DEADLINE_TYPE, deadline, order.order_id),
-                     destination=entities.SAGA_QUEUE,
-                     scheduled_at=uow.now() + step_timeout)
-
-
-def _event(cause: Envelope | None, event_type: str, data: dict[str, Any], order_id: str
-           ) -> Envelope:
-    if cause is None:
-        return Envelope.new(event_type, data, source=SOURCE, subject=order_id,
-                            correlationid=order_id)
-    return cause.follow(event_type, data, source=SOURCE, subject=order_id, partitionkey=order_id)
 
 
 def _record_movement(uow: UnitOfWork, kind: str, amount_cents: int) -> None:
-    """Every effect on money or stock is its own row, so tests can count them."""
+    """Every effect on money or stock is its own row, so tests and ops can count them."""
     uow.append(f"movement|{kind}|{uuid.uuid4()}", {"movement": kind, "amountCents": amount_cents})
 
 
-def _payments(step: Step, record: dict[str, Any], decided: Answer, uow: UnitOfWork
-              ) -> tuple[Reply, str]:
+Decision = tuple[bool, str | None]
+
+
+def _payments(action: Action, record: dict[str, Any], decided: Answer, uow: UnitOfWork
+              ) -> Decision:
     status = record["status"]
-    if step is Step.CHARGE_PAYMENT:
+    if action is Action.CHARGE_PAYMENT:
         if status == "none":
-            charged = decided.reply is Reply.PAYMENT_CHARGED
-            record["status"] = "charged" if charged else "declined"
-            if charged:
+            record["status"] = "charged" if decided.succeeded else "declined"
+            if decided.succeeded:
                 _record_movement(uow, "charge", record["amountCents"])
-            return decided.reply, decided.detail
+            return decided.succeeded, decided.reason
         if status == "charged":
-            return Reply.PAYMENT_CHARGED, "already charged"
-        return Reply.PAYMENT_DECLINED, f"charge is {status}"
+            return True, None
+        return False, f"charge is {status}"
     if status == "charged":
         record["status"] = "refunded"
         _record_movement(uow, "refund", record["amountCents"])
-        return Reply.PAYMENT_REFUNDED, "refunded"
+        return True, None
     if status == "none":
         # A refund that overtakes its charge voids it: the late charge is then refused.
         record["status"] = "voided"
-        return Reply.PAYMENT_REFUNDED, "nothing charged; charge voided"
-    return Reply.PAYMENT_REFUNDED, f"nothing to refund: charge is {status}"
+    return True, None
 
 
-def _inventory(step: Step, record: dict[str, Any], decided: Answer, uow: UnitOfWork
-               ) -> tuple[Reply, str]:
+def _inventory(action: Action, record: dict[str, Any], decided: Answer, uow: UnitOfWork
+               ) -> Decision:
     status = record["status"]
-    if step is Step.RESERVE_STOCK:
+    if action is Action.RESERVE_STOCK:
         if status == "none":
-            held = decided.reply is Reply.STOCK_RESERVED
-            record["status"] = "held" if held else "refused"
-            if held:
+            record["status"] = "held" if decided.succeeded else "refused"
+            if decided.succeeded:
                 _record_movement(uow, "hold", 0)
-            return decided.reply, decided.detail
+            return decided.succeeded, decided.reason
         if status in ("held", "allocated"):
-            return Reply.STOCK_RESERVED, f"already {status}"
-        return Reply.STOCK_UNAVAILABLE, f"reservation is {status}"
-    if step is Step.ALLOCATE_STOCK:
-        if status == "held" and decided.reply is Reply.STOCK_ALLOCATED:
+            return True, None
+        return False, f"reservation is {status}"
+    if action is Action.ALLOCATE_STOCK:
+        if status == "held" and decided.succeeded:
             record["status"] = "allocated"
-            return Reply.STOCK_ALLOCATED, ""
+            return True, None
         if status == "allocated":
-            return Reply.STOCK_ALLOCATED, "already allocated"
-        return Reply.STOCK_ALLOCATION_FAILED, decided.detail or f"reservation is {status}"
+            return True, None
+        return False, decided.reason or f"reservation is {status}"
     if status in ("held", "allocated"):
         record["status"] = "released"
         _record_movement(uow, "release", 0)
-        return Reply.STOCK_RELEASED, f"released from {status}"
-    if status in ("none", "refused"):
+    elif status in ("none", "refused"):
         # A release that overtakes its reservation voids it: the late hold is then refused.
         record["status"] = "void"
-        return Reply.STOCK_RELEASED, "nothing held; reservation voided"
-    return Reply.STOCK_RELEASED, f"nothing to release: reservation is {status}"
+    return True, None
 
 
-def _shipping(step: Step, record: dict[str, Any], decided: Answer, uow: UnitOfWork
-              ) -> tuple[Reply, str]:
+def _shipping(action: Action, record: dict[str, Any], decided: Answer, uow: UnitOfWork
+              ) -> Decision:
     status = record["status"]
     if status == "none":
-        shipped = decided.reply is Reply.SHIPMENT_DISPATCHED
-        record["status"] = "dispatched" if shipped else "failed"
-        if shipped:
+        record["status"] = "dispatched" if decided.succeeded else "failed"
+        if decided.succeeded:
             _record_movement(uow, "shipment", 0)
-        return decided.reply, decided.detail
-    if status == "dispatched":
-        return Reply.SHIPMENT_DISPATCHED, "already dispatched"
-    return Reply.SHIPMENT_FAILED, "shipment already failed"
+        return decided.succeeded, decided.reason
+    return status == "dispatched", None if status == "dispatched" else "shipment failed"
 
 
 LEDGER_RULES = {Service.PAYMENTS: _payments, Service.INVENTORY: _inventory,

@@ -14,13 +14,7 @@ from enum import StrEnum
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
-from agents.orders.model import FAILURE_OF_STEP, SUCCESS_OF_STEP, Reply, Step
-
-
-class Service(StrEnum):
-    INVENTORY = "inventory"
-    PAYMENTS = "payments"
-    SHIPPING = "shipping"
+from agents.orders.model import SERVICE_OF_ACTION, Action, Service
 
 
 class Mode(StrEnum):
@@ -33,25 +27,18 @@ class Mode(StrEnum):
     FAIL = "fail"
 
 
-SERVICE_OF_STEP = {
-    Step.RESERVE_STOCK: Service.INVENTORY,
-    Step.ALLOCATE_STOCK: Service.INVENTORY,
-    Step.RELEASE_STOCK: Service.INVENTORY,
-    Step.CHARGE_PAYMENT: Service.PAYMENTS,
-    Step.REFUND_PAYMENT: Service.PAYMENTS,
-    Step.SHIP_ORDER: Service.SHIPPING,
-}
 SHARED_MODES = frozenset({Mode.NORMAL, Mode.SLOW, Mode.FLAKY, Mode.FAIL})
 MODES_OF_SERVICE = {
     Service.INVENTORY: SHARED_MODES | {Mode.OUT_OF_STOCK, Mode.OUT_OF_STOCK_AFTER_CHARGE},
     Service.PAYMENTS: SHARED_MODES | {Mode.DECLINE},
     Service.SHIPPING: SHARED_MODES,
 }
-# The mode that makes each forward step answer "no" (FAIL does it for every step).
-REFUSING_MODE = {
-    Step.RESERVE_STOCK: Mode.OUT_OF_STOCK,
-    Step.CHARGE_PAYMENT: Mode.DECLINE,
-    Step.ALLOCATE_STOCK: Mode.OUT_OF_STOCK_AFTER_CHARGE,
+# The modes that make each step answer "no"; compensations are never refused.
+REFUSING_MODES = {
+    Action.RESERVE_STOCK: {Mode.OUT_OF_STOCK, Mode.FAIL},
+    Action.CHARGE_PAYMENT: {Mode.DECLINE, Mode.FAIL},
+    Action.ALLOCATE_STOCK: {Mode.OUT_OF_STOCK_AFTER_CHARGE, Mode.FAIL},
+    Action.SHIP_ORDER: {Mode.FAIL},
 }
 FLAKY_FAILED_DELIVERIES = 2
 DEFAULT_SLOW_SECONDS = 60.0
@@ -69,21 +56,20 @@ class Switch:
 
 @dataclass(frozen=True)
 class Answer:
-    reply: Reply
+    succeeded: bool
     delay_seconds: float = 0.0
-    detail: str = ""
+    reason: str | None = None
 
 
-def answer(step: Step, switch: Switch, delivery_count: int) -> Answer:
-    """What the service replies to `step` in `switch`'s mode on this delivery attempt."""
-    service = SERVICE_OF_STEP[step]
+def answer(action: Action, switch: Switch, delivery_count: int) -> Answer:
+    """What the service answers to `action` in `switch`'s mode on this delivery attempt."""
+    service = SERVICE_OF_ACTION[action]
     if switch.mode is Mode.FLAKY and delivery_count <= FLAKY_FAILED_DELIVERIES:
         raise TransientServiceError(f"{service} flaky on delivery {delivery_count}")
-    refusing = step in FAILURE_OF_STEP and switch.mode in (Mode.FAIL, REFUSING_MODE.get(step))
-    if refusing:
-        return Answer(FAILURE_OF_STEP[step], detail=f"{service} mode {switch.mode}")
+    if switch.mode in REFUSING_MODES.get(action, ()):
+        return Answer(False, reason=f"{service} {action}: {switch.mode}")
     delay = switch.slow_seconds if switch.mode is Mode.SLOW else 0.0
-    return Answer(SUCCESS_OF_STEP[step], delay_seconds=delay)
+    return Answer(True, delay_seconds=delay)
 
 
 def scopes(order_id: str, card: str, skus: Iterable[str]) -> list[str]:

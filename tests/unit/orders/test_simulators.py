@@ -1,6 +1,6 @@
 import pytest
 
-from agents.orders.model import Reply, Step
+from agents.orders.model import Action
 from agents.orders.simulators import (
     Mode,
     Switch,
@@ -11,42 +11,47 @@ from agents.orders.simulators import (
 
 
 def test_normal_mode_succeeds_at_once() -> None:
-    assert answer(Step.CHARGE_PAYMENT, Switch(), 1).reply is Reply.PAYMENT_CHARGED
+    assert answer(Action.CHARGE_PAYMENT, Switch(), 1).succeeded
 
 
-def test_decline_refuses_the_charge() -> None:
-    assert answer(Step.CHARGE_PAYMENT, Switch(Mode.DECLINE), 1).reply is Reply.PAYMENT_DECLINED
+def test_decline_refuses_the_charge_with_a_reason() -> None:
+    declined = answer(Action.CHARGE_PAYMENT, Switch(Mode.DECLINE), 1)
+    assert not declined.succeeded
+    assert declined.reason and "decline" in declined.reason
 
 
 def test_decline_never_refuses_a_refund() -> None:
-    assert answer(Step.REFUND_PAYMENT, Switch(Mode.DECLINE), 1).reply is Reply.PAYMENT_REFUNDED
+    assert answer(Action.REFUND_PAYMENT, Switch(Mode.DECLINE), 1).succeeded
 
 
 def test_out_of_stock_after_charge_reserves_then_fails_allocation() -> None:
     switch = Switch(Mode.OUT_OF_STOCK_AFTER_CHARGE)
-    assert answer(Step.RESERVE_STOCK, switch, 1).reply is Reply.STOCK_RESERVED
-    assert answer(Step.ALLOCATE_STOCK, switch, 1).reply is Reply.STOCK_ALLOCATION_FAILED
+    assert answer(Action.RESERVE_STOCK, switch, 1).succeeded
+    assert not answer(Action.ALLOCATE_STOCK, switch, 1).succeeded
 
 
 def test_out_of_stock_refuses_the_reservation() -> None:
-    assert answer(Step.RESERVE_STOCK, Switch(Mode.OUT_OF_STOCK), 1).reply is (
-        Reply.STOCK_UNAVAILABLE)
+    assert not answer(Action.RESERVE_STOCK, Switch(Mode.OUT_OF_STOCK), 1).succeeded
 
 
 def test_fail_makes_shipping_report_a_failure() -> None:
-    assert answer(Step.SHIP_ORDER, Switch(Mode.FAIL), 1).reply is Reply.SHIPMENT_FAILED
+    assert not answer(Action.SHIP_ORDER, Switch(Mode.FAIL), 1).succeeded
+
+
+def test_fail_never_refuses_a_release() -> None:
+    assert answer(Action.RELEASE_STOCK, Switch(Mode.FAIL), 1).succeeded
 
 
 def test_slow_answers_yes_but_late() -> None:
-    reply = answer(Step.SHIP_ORDER, Switch(Mode.SLOW, slow_seconds=9), 1)
-    assert (reply.reply, reply.delay_seconds) == (Reply.SHIPMENT_DISPATCHED, 9)
+    late = answer(Action.SHIP_ORDER, Switch(Mode.SLOW, slow_seconds=9), 1)
+    assert (late.succeeded, late.delay_seconds) == (True, 9)
 
 
 def test_flaky_fails_the_first_two_deliveries_then_succeeds() -> None:
     for delivery in (1, 2):
         with pytest.raises(TransientServiceError):
-            answer(Step.RESERVE_STOCK, Switch(Mode.FLAKY), delivery)
-    assert answer(Step.RESERVE_STOCK, Switch(Mode.FLAKY), 3).reply is Reply.STOCK_RESERVED
+            answer(Action.RESERVE_STOCK, Switch(Mode.FLAKY), delivery)
+    assert answer(Action.RESERVE_STOCK, Switch(Mode.FLAKY), 3).succeeded
 
 
 def test_scopes_go_from_most_to_least_specific() -> None:
