@@ -10,7 +10,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-BATCH_MESSAGE_FORMAT = 0x80013700
+from devstack.amqp.codec import DecodeError
+from devstack.amqp.message import skip_value
 
 _HEADER = 0x70
 _DELIVERY_ANNOTATIONS = 0x71
@@ -23,9 +24,6 @@ ENQUEUED_TIME = b"x-opt-enqueued-time"
 PARTITION_KEY = b"x-opt-partition-key"
 _SERVICE_KEYS = frozenset({SEQUENCE_NUMBER, OFFSET, ENQUEUED_TIME})
 
-# Bytes of fixed-width values by the high nibble of the format code (part 1.6).
-_FIXED_WIDTH = {0x4: 0, 0x5: 1, 0x6: 2, 0x7: 4, 0x8: 8, 0x9: 16}
-
 
 class InvalidMessage(ValueError):
     """The bytes are not a well-formed AMQP message."""
@@ -34,20 +32,9 @@ class InvalidMessage(ValueError):
 def _value_end(buffer: bytes, position: int) -> int:
     """Index just past the encoded AMQP value starting at `position`."""
     try:
-        code = buffer[position]
-        if code == 0x00:  # described: a descriptor value, then the value itself
-            return _value_end(buffer, _value_end(buffer, position + 1))
-        width = _FIXED_WIDTH.get(code >> 4)
-        if width is not None:
-            end = position + 1 + width
-        elif code >> 4 in (0xA, 0xC, 0xE):
-            end = position + 2 + buffer[position + 1]
-        elif code >> 4 in (0xB, 0xD, 0xF):
-            end = position + 5 + int.from_bytes(buffer[position + 1 : position + 5], "big")
-        else:
-            raise InvalidMessage(f"unknown AMQP format code 0x{code:02x} at byte {position}")
-    except IndexError as error:
-        raise InvalidMessage(f"truncated AMQP value at byte {position}") from error
+        end = skip_value(buffer, position)
+    except (IndexError, struct.error, DecodeError) as error:
+        raise InvalidMessage(f"malformed AMQP value at byte {position}: {error}") from error
     if end > len(buffer):
         raise InvalidMessage(f"truncated AMQP value at byte {position}")
     return end

@@ -152,13 +152,13 @@ class EventHubsNamespace:
             )
         reader = PartitionReader(hub_name, consumer_group, partition_id, owner_level, on_stolen)
         if owner_level is not None:
-            for displaced in active:
-                displaced.on_stolen(
+            displaced, active[:] = list(active), []
+            for loser in displaced:
+                loser.on_stolen(
                     f"a receiver with owner level {owner_level} took over partition "
                     f"{partition_id} of {hub_name}/{consumer_group}; this receiver "
-                    f"(owner level {displaced.owner_level}) is disconnected"
+                    f"(owner level {loser.owner_level}) is disconnected"
                 )
-            active.clear()
         active.append(reader)
         return reader
 
@@ -166,6 +166,10 @@ class EventHubsNamespace:
         active = self._readers.get((reader.hub, reader.consumer_group, reader.partition_id), [])
         if reader in active:
             active.remove(reader)
+
+    def reader_count(self, hub_name: str, consumer_group: str, partition_id: str) -> int:
+        """How many receivers are open on one partition of one consumer group."""
+        return len(self._readers.get((hub_name, consumer_group, partition_id), []))
 
     def eventhub_properties(self, hub_name: str) -> EventHubProperties:
         hub = self.hub(hub_name)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import struct
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -49,7 +48,8 @@ class PartitionLog:
         self._offsets: list[int] = []
         self._enqueued_ms: list[int] = []
         self._next_offset = 0
-        self._waiters: list[asyncio.Future[None]] = []
+        self.listeners: set[Callable[[], None]] = set()
+        """Called after every append (e.g. receivers waiting for new events)."""
         self._journal: BinaryIO | None = None
         if journal is not None:
             self._replay(journal)
@@ -97,10 +97,8 @@ class PartitionLog:
         if self._journal is not None:
             self._journal.write(b"".join(journal_records))
             self._journal.flush()
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        for listener in list(self.listeners):
+            listener()
 
     def start_index(self, position: StartPosition) -> int:
         """Index of the first event a receiver starting at `position` gets."""
@@ -122,14 +120,6 @@ class PartitionLog:
     def read(self, index: int, max_count: int) -> list[bytes]:
         """Up to `max_count` stored events from `index` on."""
         return self._events[index : index + max_count]
-
-    async def wait_beyond(self, index: int) -> None:
-        """Return once the log holds an event at `index`."""
-        if index < len(self._events):
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        await waiter
 
     def properties(self) -> PartitionProperties:
         if not self._events:
