@@ -41,9 +41,12 @@ def build(
     step_timeout: timedelta = DEFAULT_STEP_TIMEOUT,
     compensation_backoff: timedelta = timedelta(seconds=2),
     counter: RequestCounter | None = None,
+    table_prefix: str = "",
 ) -> OrdersContext:
+    """`table_prefix` keeps several stacks (tests, the demo) apart in one storage account."""
+
     def processor(name: str) -> MessageProcessor:
-        table = state_table(tables, name)
+        table = state_table(tables, table_prefix + name)
         return MessageProcessor(table, OutboxRelay(table, publisher), counter=counter)
 
     register_event_types(registry)
@@ -51,7 +54,7 @@ def build(
         sagas=processor(SAGAS_TABLE),
         engine=SagaEngine(order_saga(step_timeout, compensation_backoff=compensation_backoff)),
         ledgers={service: processor(name) for service, name in LEDGER_TABLES.items()},
-        switchboard=Switchboard(state_table(tables, SWITCHES_TABLE)),
+        switchboard=Switchboard(state_table(tables, table_prefix + SWITCHES_TABLE)),
     )
 
 

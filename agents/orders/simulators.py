@@ -68,8 +68,9 @@ def answer(action: Action, switch: Switch, delivery_count: int) -> Answer:
         raise TransientServiceError(f"{service} flaky on delivery {delivery_count}")
     if switch.mode in REFUSING_MODES.get(action, ()):
         return Answer(False, reason=f"{service} {action}: {switch.mode}")
-    delay = switch.slow_seconds if switch.mode is Mode.SLOW else 0.0
-    return Answer(True, delay_seconds=delay)
+    # Slowness is shown on the saga's steps; compensations answer promptly.
+    slow = switch.mode is Mode.SLOW and action in REFUSING_MODES
+    return Answer(True, delay_seconds=switch.slow_seconds if slow else 0.0)
 
 
 def scopes(order_id: str, card: str, skus: Iterable[str]) -> list[str]:

@@ -47,6 +47,10 @@ def test_slow_answers_yes_but_late() -> None:
     assert (late.succeeded, late.delay_seconds) == (True, 9)
 
 
+def test_slow_never_delays_a_compensation() -> None:
+    assert answer(Action.REFUND_PAYMENT, Switch(Mode.SLOW, slow_seconds=9), 1).delay_seconds == 0
+
+
 def test_flaky_fails_the_first_two_deliveries_then_succeeds() -> None:
     for delivery in (1, 2):
         with pytest.raises(TransientServiceError):
