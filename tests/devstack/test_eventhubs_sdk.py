@@ -83,9 +83,19 @@ def send(server: EventHubsServer, events: list[EventData], hub: str = HUB, **kwa
 class Receiver:
     """`EventHubConsumerClient.receive` on a thread, collecting events and errors."""
 
-    def __init__(self, server: EventHubsServer, hub: str = HUB, **receive_kwargs: Any) -> None:
+    def __init__(
+        self,
+        server: EventHubsServer,
+        hub: str = HUB,
+        *,
+        checkpoint: bool = False,
+        **receive_kwargs: Any,
+    ) -> None:
         self.events: list[tuple[str, EventData]] = []
         self.errors: list[Exception] = []
+        self.owned: set[str] = set()
+        self.namespace = ""  # as the SDK names it in checkpoints and ownership records
+        self._checkpoint = checkpoint
         self.client = EventHubConsumerClient.from_connection_string(
             server.connection_string,
             consumer_group=receive_kwargs.pop("consumer_group", "$default"),
@@ -94,7 +104,13 @@ class Receiver:
         )
         self._thread = threading.Thread(
             target=self.client.receive,
-            kwargs={"on_event": self._on_event, "on_error": self._on_error, **receive_kwargs},
+            kwargs={
+                "on_event": self._on_event,
+                "on_error": self._on_error,
+                "on_partition_initialize": self._on_partition_initialize,
+                "on_partition_close": self._on_partition_close,
+                **receive_kwargs,
+            },
             daemon=True,
         )
         self._thread.start()
@@ -102,6 +118,15 @@ class Receiver:
     def _on_event(self, context: Any, event: EventData | None) -> None:
         if event is not None:
             self.events.append((context.partition_id, event))
+            if self._checkpoint:
+                context.update_checkpoint(event)
+
+    def _on_partition_initialize(self, context: Any) -> None:
+        self.namespace = context.fully_qualified_namespace
+        self.owned.add(context.partition_id)
+
+    def _on_partition_close(self, context: Any, reason: Any) -> None:
+        self.owned.discard(context.partition_id)
 
     def _on_error(self, context: Any, error: Exception) -> None:
         self.errors.append(error)
