@@ -5,8 +5,9 @@ markers and outbox rows, so every transition is one transaction. Replies are cor
 (saga id, step, phase, attempt): a repeated or late reply changes nothing. A failed step
 compensates the completed steps in reverse order; a timed-out step is compensated too (it
 may have taken effect). Compensations are retried (scheduled, with backoff) until they
-succeed; after the budget the saga is `failed`, an alert event goes out and the message is
-dead-lettered. Step deadlines are scheduled timeout messages; a late timeout is ignored.
+succeed; after the budget an alert event goes out and the message is dead-lettered; the
+remaining compensations still run and the saga ends `failed`. Step
+deadlines are scheduled timeout messages; a late timeout is ignored.
 
 Participants (the services the commands go to) answer with `reply_for(command, ...)` sent
 to `reply_destination(command)`, and must make compensations idempotent per (saga, step).
@@ -310,8 +311,9 @@ class SagaEngine:
                            ) -> None:
         queue: list[str] = state["compensationQueue"]
         if not queue:
-            state["status"] = COMPENSATED
-            self._log(uow, state, "-", "saga", COMPENSATED)
+            gave_up = any(e["status"] == "compensation_failed" for e in state["steps"].values())
+            state["status"] = FAILED if gave_up else COMPENSATED
+            self._log(uow, state, "-", "saga", state["status"])
             return
         step = self.definition.step(queue.pop(0))
         entry = state["steps"][step.name]
@@ -330,7 +332,6 @@ class SagaEngine:
             self._send_compensation(uow, state, self.definition.step(step), cause, delay=backoff)
             return f"{step} compensation retried"
         entry["status"] = "compensation_failed"
-        state["status"] = FAILED
         self._log(uow, state, step, "compensation",
                   f"gave up after {attempts} attempts: {reason}")
         alert = cause.follow(
@@ -345,6 +346,7 @@ class SagaEngine:
             f"saga {state['sagaId']} step {step}: compensation failed {attempts} times "
             f"({reason}); alert {alert.id} sent",
         )
+        self._next_compensation(uow, state, cause)
         return f"{step} compensation exhausted"
 
     def _send_action(self, uow: UnitOfWork, state: dict[str, Any], step: SagaStep,

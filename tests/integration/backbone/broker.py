@@ -72,6 +72,17 @@ class InMemoryBroker:
         """Move the broker's clock forward (scheduled messages become due)."""
         self._offset += delta
 
+    def advance_to_next_scheduled(self) -> bool:
+        """Jump the clock to the earliest scheduled message still waiting; False if none."""
+        with self._lock:
+            waiting = [m.scheduled_enqueue_time_utc for q in self._queues.values()
+                       for m in q.available
+                       if m.scheduled_enqueue_time_utc is not None and not self._is_due(m)]
+            if not waiting:
+                return False
+            self._offset += min(waiting) - self.now()
+            return True
+
     def queue(self, name: str) -> _Queue:
         with self._lock:
             return self._queues.setdefault(name, _Queue())

@@ -51,15 +51,25 @@ def broker() -> InMemoryBroker:
 
 
 @pytest.fixture
-def publisher(broker: InMemoryBroker) -> BrokerPublisher:
-    return BrokerPublisher(broker)
+def publisher(processor: MessageProcessor) -> BrokerPublisher:
+    """The processor's publisher (records every row it was asked to publish)."""
+    chosen = processor.relay.publisher
+    assert isinstance(chosen, BrokerPublisher)
+    return chosen
 
 
 @pytest.fixture
-def processor(table: TableClient, publisher: BrokerPublisher, schemas: SchemaRegistry,
+def processor(table: TableClient, broker: InMemoryBroker, schemas: SchemaRegistry,
               counter: RequestCounter) -> MessageProcessor:
-    return MessageProcessor(table, OutboxRelay(table, publisher), registry=schemas,
-                            counter=counter)
+    return make_processor(table, broker, schemas, counter)
+
+
+def make_processor(table: TableClient, broker: InMemoryBroker, schemas: SchemaRegistry,
+                   counter: RequestCounter | None = None) -> MessageProcessor:
+    """A processor publishing to `broker` and reading time from the broker's clock, so
+    scheduled deadlines and the broker agree when a test advances time."""
+    relay = OutboxRelay(table, BrokerPublisher(broker), now=broker.now)
+    return MessageProcessor(table, relay, registry=schemas, counter=counter, now=broker.now)
 
 
 def rows(table: TableClient) -> dict[tuple[str, str], dict[str, object]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from agents.backbone import OutboxRelay, run_unit_of_work
-from tests.integration.backbone.broker import BrokerPublisher
 from tests.integration.backbone.conftest import rows
 from tests.integration.backbone.counter import EVENTS, increment, increment_command
 

@@ -21,7 +21,7 @@ from agents.backbone import (
     state_table,
 )
 from tests.integration.backbone.broker import BrokerPublisher, InMemoryBroker, drain
-from tests.integration.backbone.conftest import rows
+from tests.integration.backbone.conftest import make_processor, rows
 from tests.integration.backbone.counter import (
     COMMANDS,
     EVENTS,
@@ -53,7 +53,7 @@ def test_each_message_delivered_three_times_gives_one_effect_downstream(
     table, schemas, processor
 ):
     broker = InMemoryBroker(copies=3)
-    processor.relay.publisher = BrokerPublisher(broker)
+    processor = make_processor(table, broker, schemas)
     for n in range(10):
         send_command(broker, f"c{n % 3}", by=n + 1)
     settled = drain(broker, consumers(processor, schemas))

@@ -1,0 +1,161 @@
+"""The saga engine on Azurite through the broker double: every saga ends terminal."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from azure.servicebus import ServiceBusMessage
+
+from agents.backbone import Settlement, reply_for
+from tests.integration.backbone.broker import InMemoryBroker
+from tests.integration.backbone.conftest import make_processor
+from tests.integration.backbone.saga_world import ALERTS, REPLIES, STEP_TIMEOUT, World
+
+OK = "ok"
+
+
+@pytest.fixture
+def world(processor, broker, schemas) -> World:
+    return World(processor, broker, schemas)
+
+
+def test_happy_path_runs_every_step_in_order_and_completes(world):
+    world.start("s1", amount=42)
+    world.run()
+    view = world.view("s1")
+    assert view.status == "completed"
+    assert world.journal == [("stock.reserve", OK), ("payment.charge", OK), ("shipping.ship", OK)]
+    assert {name: step["status"] for name, step in view.steps.items()} == {
+        "reserve": "succeeded", "charge": "succeeded", "ship": "succeeded"}
+    assert view.results["charge"] == {"by": "payment.charge"}
+    charge = next(c for c in world.commands if c.type == "payment.charge")
+    assert charge.data["payload"] == {"amount": 42}
+    assert {c.correlationid for c in world.commands} == {world.commands[0].correlationid}
+
+
+@pytest.mark.parametrize(("failing", "step", "expected"), [
+    ("stock.reserve", "reserve", [("stock.reserve", "fail")]),
+    ("payment.charge", "charge", [("stock.reserve", OK), ("payment.charge", "fail"),
+                                  ("stock.release", OK)]),
+    ("shipping.ship", "ship", [("stock.reserve", OK), ("payment.charge", OK),
+                               ("shipping.ship", "fail"), ("payment.refund", OK),
+                               ("stock.release", OK)]),
+], ids=["step1", "step2", "step3"])
+def test_failure_at_step_n_compensates_completed_steps_in_reverse_order(
+    processor, broker, schemas, failing, step, expected
+):
+    world = World(processor, broker, schemas, {failing: ["fail"]})
+    world.start("s1")
+    world.run()
+    view = world.view("s1")
+    assert view.status == "compensated"
+    assert world.journal == expected
+    assert view.failure == {"step": step, "reason": f"{failing} refused"}
+
+
+def test_repeated_and_late_replies_change_nothing(world, broker, processor):
+    world.start("s1")
+    world.run()
+    before = world.view("s1")
+    reserve = next(c for c in world.commands if c.type == "stock.reserve")
+    late_failure = reply_for(reserve, succeeded=False, source="/tests/participant",
+                             reason="changed my mind")
+    repeat = reply_for(reserve, succeeded=True, source="/tests/participant")
+    for reply in (late_failure, repeat):
+        broker.send(REPLIES, ServiceBusMessage(reply.to_json(), message_id=reply.id))
+    settled = world.run()
+    assert [s for _, _, s in settled] == [Settlement.COMPLETED, Settlement.COMPLETED]
+    assert world.outcomes[-2:] == ["ignored: late or repeated reserve reply"] * 2
+    assert world.view("s1") == before
+
+
+def test_the_same_reply_delivered_again_is_recognised_by_the_inbox(world, processor):
+    world.start("s1")
+    world.run()
+    reserve = next(c for c in world.commands if c.type == "stock.reserve")
+    replay = reply_for(reserve, succeeded=True, source="/tests/participant")
+    first = processor.handle(replay, world.engine.handle)
+    again = processor.handle(replay, world.engine.handle)
+    assert (first.duplicate, again.duplicate) == (False, True)
+
+
+def test_a_step_that_never_replies_times_out_and_the_saga_compensates(
+    processor, broker, schemas
+):
+    world = World(processor, broker, schemas, {"payment.charge": ["silent"]})
+    world.start("s1")
+    world.run()
+    assert world.view("s1").status == "running"
+    broker.advance(STEP_TIMEOUT * 2)
+    world.run()
+    view = world.view("s1")
+    assert view.status == "compensated"
+    assert view.failure == {"step": "charge", "reason": "timeout"}
+    # the timed-out charge may have happened, so it is refunded too, before the release
+    assert world.journal == [("stock.reserve", OK), ("payment.charge", "silent"),
+                             ("payment.refund", OK), ("stock.release", OK)]
+
+
+def test_a_timeout_arriving_after_its_step_completed_is_ignored(world, broker):
+    world.start("s1")
+    world.run()
+    before = world.view("s1")
+    broker.advance(STEP_TIMEOUT * 2)
+    settled = world.run()
+    assert len(settled) == 3  # one scheduled timeout per step, each settled normally
+    assert world.outcomes[-3:] == [f"ignored: late {s} timeout" for s in ("reserve", "charge",
+                                                                          "ship")]
+    assert world.view("s1") == before
+
+
+def test_a_failing_compensation_is_retried_until_it_succeeds(processor, broker, schemas):
+    world = World(processor, broker, schemas,
+                  {"shipping.ship": ["fail"], "payment.refund": ["fail", "fail", OK]})
+    world.start("s1")
+    world.run_until_settled()
+    view = world.view("s1")
+    assert view.status == "compensated"
+    assert [kind for kind, _ in world.journal].count("payment.refund") == 3
+    assert view.steps["charge"]["compensationAttempt"] == 3
+    assert broker.dead_letters(REPLIES) == []
+
+
+def test_a_compensation_failing_past_its_budget_is_dead_lettered_with_an_alert(
+    processor, broker, schemas
+):
+    world = World(processor, broker, schemas,
+                  {"shipping.ship": ["fail"], "payment.refund": ["fail"]})
+    world.start("s1")
+    world.run_until_settled()
+    view = world.view("s1")
+    assert view.status == "failed"
+    assert view.steps["charge"]["status"] == "compensation_failed"
+    assert view.steps["reserve"]["status"] == "compensated"  # the rest still compensated
+    assert [kind for kind, _ in world.journal].count("payment.refund") == 3
+    [dead] = broker.dead_letters(REPLIES)
+    assert dead.dead_letter_reason == "CompensationExhausted"
+    assert "charge" in (dead.dead_letter_error_description or "")
+    [alert] = broker.available(ALERTS)
+    body = json.loads(alert.body)
+    assert body["type"] == "backbone.saga.alert"
+    assert body["data"] == {"sagaId": "s1", "saga": "fulfilment", "step": "charge",
+                            "reason": "payment.refund refused", "attempts": 3}
+
+
+def test_every_saga_ends_in_a_terminal_state_under_triple_delivery(table, schemas):
+    broker = InMemoryBroker(copies=3)
+    processor = make_processor(table, broker, schemas)
+    world = World(processor, broker, schemas, {"shipping.ship": ["fail"]})
+    for n in range(5):
+        world.start(f"s{n}")
+    world.run_until_settled()
+    assert {world.view(f"s{n}").status for n in range(5)} == {"compensated"}
+    published = processor.relay.publisher.published
+    # Handlers ran for the extra deliveries too, but the inbox rejected their transactions,
+    # so each command and reply was committed and published once.
+    assert len([c for c in world.commands if c.type == "payment.refund"]) == 15
+    assert [r.envelope.type for r in published].count("payment.refund") == 5
+    compensation_replies = [r for r in published if r.envelope.type == "backbone.saga.reply"
+                            and r.envelope.data["phase"] == "compensation"]
+    assert len(compensation_replies) == 10  # refund + release per saga
