@@ -49,7 +49,10 @@ def order_view(view: SagaView) -> dict[str, Any]:
                  if step["status"] in ("started", "compensating")]
     timeline = []
     for entry in view.log:
-        status, _, detail = str(entry["what"]).partition(": ")
+        what = str(entry["what"])
+        status, _, detail = what.partition(": ")
+        if what.startswith("sent attempt"):
+            status, detail = "sent", what.removeprefix("sent ")
         timeline.append({"step": entry["step"], "phase": entry["phase"], "status": status,
                          "at": entry.get("at"), "detail": detail})
     return {
@@ -86,8 +89,7 @@ def place_order(req: func.HttpRequest) -> func.HttpResponse:
     except BadRequest as error:
         return _problem(400, str(error))
     context = bootstrap.current()
-    placement = handlers.place_order(order, context).result
-    assert placement is not None, "placing an order always decides"
+    placement = handlers.place_order(order, context)
     if placement.conflict:
         return _problem(409, f"{IDEMPOTENCY_HEADER} was already used with a different body")
     view = handlers.get_order(order.order_id, context)

@@ -6,6 +6,7 @@ No Azure Functions types here; `blueprint` translates triggers into these calls.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,13 +14,15 @@ from functools import partial
 from typing import Any, Final
 
 from agents.backbone.envelope import Envelope
-from agents.backbone.errors import InvalidEvent, PoisonMessage
+from agents.backbone.errors import InvalidEvent, PoisonMessage, PublishFailed
 from agents.backbone.processing import MessageProcessor, Outcome
 from agents.backbone.saga import REPLY, TIMEOUT, SagaEngine, SagaView, reply_destination, reply_for
 from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.unit_of_work import UnitOfWork
 from agents.orders.model import ACTION_OF_TYPE, SERVICE_OF_ACTION, SOURCE, Action, Order, Service
 from agents.orders.simulators import Answer, Switchboard, answer, scopes
+
+log = logging.getLogger(__name__)
 
 # Raised by the fraud agent on the fraud-alerts topic; the orders subscription receives it.
 FRAUD_ALERT_TYPE: Final = "fraud.alert.raised"
@@ -61,27 +64,37 @@ class Placement:
     conflict: bool
 
 
-def place_order(order: Order, context: OrdersContext) -> Outcome[Placement]:
+def place_order(order: Order, context: OrdersContext) -> Placement:
     """Start the saga for a new Idempotency-Key, or find the order it already named.
 
     Two racing requests with one key both try to insert the same state row; the loser's
     conflict makes the unit of work re-decide, and it then finds the winner's order. A
-    retried request re-publishes what a crashed first attempt left in the outbox.
+    retried request re-publishes what a crashed first attempt left in the outbox. If the
+    broker is down after the commit, the order stands and the outbox sweeper publishes.
     """
+    decisions: list[Placement] = []
 
     def decide(uow: UnitOfWork) -> Placement:
         existing = uow.load()
-        if existing is not None:
+        if existing is None:
+            context.engine.start(uow, order.saga_data())
+            decisions.append(Placement(created=True, conflict=False))
+        else:
             conflict = existing["data"]["requestHash"] != order.request_hash
-            return Placement(created=False, conflict=conflict)
-        context.engine.start(uow, order.saga_data())
-        return Placement(created=True, conflict=False)
+            decisions.append(Placement(created=False, conflict=conflict))
+        return decisions[-1]
 
-    outcome = context.sagas.run(order.order_id, decide, inbox_id=None)
-    if outcome.result is not None and not outcome.result.created:
-        relay = context.sagas.relay
-        relay.dispatch(relay.pending(order.order_id))
-    return outcome
+    try:
+        context.sagas.run(order.order_id, decide, inbox_id=None)
+        if not decisions[-1].created:
+            relay = context.sagas.relay
+            relay.dispatch(relay.pending(order.order_id))
+    except PublishFailed as error:
+        if not decisions:
+            raise
+        log.warning("order %s stored, publishing deferred to the sweeper: %s",
+                    order.order_id, error)
+    return decisions[-1]
 
 
 def get_order(order_id: str, context: OrdersContext) -> SagaView | None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from azure.data.tables import TableServiceClient
 from azure.servicebus import ServiceBusMessage
 
-from agents.backbone import Envelope, RequestCounter
+from agents.backbone import Envelope, Publisher
 from agents.backbone.wire import CLOUDEVENTS_CONTENT_TYPE, application_properties, encode_body
 from agents.orders import bootstrap, entities
 from agents.orders.handlers import FRAUD_ALERT_TYPE, OrdersContext
@@ -28,23 +29,11 @@ FUNCTIONS = app.get_functions()
 
 
 @dataclass
-class StatusCounter:
-    """Counts storage responses by HTTP status (e.g. 412s from lost ETag races)."""
-
-    statuses: dict[int, int] = field(default_factory=dict)
-
-    def hook(self, response: Any) -> None:
-        status = response.http_response.status_code
-        self.statuses[status] = self.statuses.get(status, 0) + 1
-
-
-@dataclass
 class OrdersStack:
     context: OrdersContext
     host: FunctionHost
     broker: InMemoryBroker
     publisher: BrokerPublisher
-    statuses: StatusCounter
 
     def place(self, body: dict[str, Any], key: str | None = None) -> dict[str, Any]:
         response = self.host.http("POST", "orders", body=body,
@@ -73,6 +62,12 @@ class OrdersStack:
             FRAUD_ALERT_TYPE, {"orderId": order_id, "reason": reason},
             source="/agents/fraud", subject=order_id))
 
+    def snapshot(self) -> dict[tuple[str, str, str], dict[str, Any]]:
+        """Every row of every orders table: compare two to prove nothing was written."""
+        tables = [p.table for p in self.context.processors]
+        return {(t.table_name, e["PartitionKey"], e["RowKey"]): dict(e)
+                for t in tables for e in t.list_entities()}
+
     def movements(self, service: Service, ledger_key: str, kind: str) -> int:
         table = self.context.ledgers[service].table
         rows = table.query_entities("PartitionKey eq @pk and movement eq @kind",
@@ -85,16 +80,14 @@ def order_body(card: str | None = None, sku: str = "sku-1") -> dict[str, Any]:
             "items": [{"sku": sku, "quantity": 2, "unitPriceCents": 1250}]}
 
 
-def build_stack(connection_string: str, broker: InMemoryBroker) -> OrdersStack:
-    statuses = StatusCounter()
-    tables = TableServiceClient.from_connection_string(
-        connection_string, raw_request_hook=RequestCounter().hook,
-        raw_response_hook=statuses.hook)
-    publisher = BrokerPublisher(broker)
-    context = bootstrap.build(tables, publisher, step_timeout=STEP_TIMEOUT,
+def build_stack(connection_string: str, broker: InMemoryBroker,
+                publisher: Publisher | None = None) -> OrdersStack:
+    tables = TableServiceClient.from_connection_string(connection_string)
+    to_broker = BrokerPublisher(broker)
+    context = bootstrap.build(tables, publisher or to_broker, step_timeout=STEP_TIMEOUT,
                               compensation_backoff=timedelta(seconds=1),
                               table_prefix=f"t{uuid.uuid4().hex[:10]}")
-    return OrdersStack(context, FunctionHost(FUNCTIONS, broker), broker, publisher, statuses)
+    return OrdersStack(context, FunctionHost(FUNCTIONS, broker), broker, to_broker)
 
 
 @pytest.fixture
@@ -102,10 +95,18 @@ def broker() -> InMemoryBroker:
     return InMemoryBroker(max_delivery_count=5)
 
 
+@contextmanager
+def running(built: OrdersStack) -> Iterator[OrdersStack]:
+    """Make `built` the app's adapters while the block runs."""
+    bootstrap.configure(built.context)
+    try:
+        with built.host:
+            yield built
+    finally:
+        bootstrap.configure(None)
+
+
 @pytest.fixture
 def stack(storage_connection_string: str, broker: InMemoryBroker) -> Iterator[OrdersStack]:
-    built = build_stack(storage_connection_string, broker)
-    bootstrap.configure(built.context)
-    with built.host:
+    with running(build_stack(storage_connection_string, broker)) as built:
         yield built
-    bootstrap.configure(None)

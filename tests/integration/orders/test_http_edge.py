@@ -1,0 +1,90 @@
+"""The HTTP edge through the registered functions: Idempotency-Key rules, validation, the
+order view and the simulator switch route."""
+
+from __future__ import annotations
+
+import uuid
+
+from agents.orders import entities
+from tests.integration.orders.conftest import OrdersStack, order_body
+from tests.integration.orders.pump import body_of
+
+
+def _post(stack: OrdersStack, body: object, key: str | None):
+    headers = {} if key is None else {"Idempotency-Key": key}
+    return stack.host.http("POST", "orders", body=body, headers=headers)
+
+
+def test_an_order_without_idempotency_key_is_refused_and_nothing_is_sent(
+        stack: OrdersStack) -> None:
+    response = _post(stack, order_body(), None)
+    assert response.status_code == 400
+    assert "Idempotency-Key" in body_of(response)["detail"]
+    assert stack.broker.available(entities.INVENTORY_QUEUE) == []
+
+
+def test_the_same_key_and_body_return_the_same_order_and_start_one_saga(
+        stack: OrdersStack) -> None:
+    key, body = str(uuid.uuid4()), order_body()
+    first, second = _post(stack, body, key), _post(stack, body, key)
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert body_of(first)["orderId"] == body_of(second)["orderId"]
+    assert first.headers["Location"] == f"/api/orders/{body_of(first)['orderId']}"
+    assert stack.broker.queue(entities.INVENTORY_QUEUE).sent == 1
+
+
+def test_a_different_body_under_a_used_key_is_a_conflict(stack: OrdersStack) -> None:
+    key = str(uuid.uuid4())
+    assert _post(stack, order_body(card="tok-a"), key).status_code == 201
+    response = _post(stack, order_body(card="tok-b"), key)
+    assert response.status_code == 409
+
+
+def test_an_invalid_body_is_refused_with_the_reason(stack: OrdersStack) -> None:
+    body = order_body()
+    body["items"][0]["quantity"] = 0
+    response = _post(stack, body, str(uuid.uuid4()))
+    assert response.status_code == 400
+    assert "items/0/quantity" in body_of(response)["detail"]
+
+
+def test_an_order_shows_its_state_and_step_timeline(stack: OrdersStack) -> None:
+    order_id = stack.place(order_body())["orderId"]
+    stack.host.drain()
+    order = stack.order(order_id)
+    assert order["status"] == "completed"
+    assert order["amountCents"] == 2500
+    steps = [(e["step"], e["status"]) for e in order["timeline"] if e["phase"] == "action"]
+    assert [s for s in steps if s[1] == "succeeded"] == [
+        ("reserve_stock", "succeeded"), ("charge_payment", "succeeded"),
+        ("allocate_stock", "succeeded"), ("ship_order", "succeeded")]
+    assert all(set(e) >= {"step", "status", "at", "detail"} for e in order["timeline"])
+
+
+def test_an_unknown_order_is_not_found(stack: OrdersStack) -> None:
+    response = stack.host.http("GET", "orders/{order_id}", route_params={"order_id": "nope"})
+    assert response.status_code == 404
+
+
+def test_the_simulator_route_switches_a_mode_that_the_next_order_meets(
+        stack: OrdersStack) -> None:
+    response = stack.host.http("POST", "simulators/{service}/mode",
+                               route_params={"service": "payments"},
+                               body={"mode": "decline", "scope": "card:tok-route"})
+    assert response.status_code == 200
+    order_id = stack.place(order_body(card="tok-route"))["orderId"]
+    stack.host.drain()
+    assert stack.order(order_id)["status"] == "compensated"
+
+
+def test_the_simulator_route_refuses_a_mode_the_service_does_not_have(
+        stack: OrdersStack) -> None:
+    response = stack.host.http("POST", "simulators/{service}/mode",
+                               route_params={"service": "shipping"}, body={"mode": "decline"})
+    assert response.status_code == 400
+
+
+def test_the_simulator_route_knows_only_the_simulated_services(stack: OrdersStack) -> None:
+    response = stack.host.http("POST", "simulators/{service}/mode",
+                               route_params={"service": "bank"}, body={"mode": "fail"})
+    assert response.status_code == 404
