@@ -109,7 +109,7 @@ var topics = contains(serviceBusNamespace, 'Topics') ? serviceBusNamespace.Topic
 var eventHubsConfig = loadJsonContent('entities/eventhubs.json')
 var eventHubs = eventHubsConfig.UserConfig.NamespaceConfig[0].Entities
 var eventGridConfig = loadJsonContent('entities/eventgrid.json')
-var eventGridTopics = eventGridConfig.Topics
+var eventGridTopics = eventGridConfig.UserConfig.Topics
 
 // Every entity name starts with its agent domain; federated gives each domain its own namespace.
 var domains = [

@@ -61,17 +61,19 @@ resource subscription 'Microsoft.EventGrid/partnerTopics/eventSubscriptions@2022
     destination: {
       endpointType: 'AzureFunction'
       properties: {
-        resourceId: '${functionAppId}/functions/${item.Function}'
+        resourceId: '${functionAppId}/functions/${item.Destination.FunctionName}'
         maxEventsPerBatch: 1
         preferredBatchSizeInKilobytes: 64
       }
     }
     filter: {
-      includedEventTypes: item.IncludedEventTypes
+      includedEventTypes: item.Filter.IncludedEventTypes
+      subjectBeginsWith: contains(item.Filter, 'SubjectBeginsWith') ? item.Filter.SubjectBeginsWith : null
+      subjectEndsWith: contains(item.Filter, 'SubjectEndsWith') ? item.Filter.SubjectEndsWith : null
     }
     retryPolicy: {
-      maxDeliveryAttempts: item.MaxDeliveryAttempts
-      eventTimeToLiveInMinutes: item.EventTimeToLiveInMinutes
+      maxDeliveryAttempts: item.RetryPolicy.MaxDeliveryAttempts
+      eventTimeToLiveInMinutes: item.RetryPolicy.EventTimeToLiveInMinutes
     }
     deadLetterWithResourceIdentity: {
       identity: {
@@ -81,7 +83,7 @@ resource subscription 'Microsoft.EventGrid/partnerTopics/eventSubscriptions@2022
         endpointType: 'StorageBlob'
         properties: {
           resourceId: storage.id
-          blobContainerName: item.DeadLetterContainer
+          blobContainerName: item.DeadLetterDestination.BlobContainerName
         }
       }
     }

@@ -3,7 +3,7 @@
 param location string
 param tags object
 
-@description('Topic entry: { Name, InputSchema, Subscriptions: [{ Name, Function, IncludedEventTypes, MaxDeliveryAttempts, EventTimeToLiveInMinutes, DeadLetterContainer }] }.')
+@description('Topic entry: { Name, InputSchema, Subscriptions: [{ Name, Destination, Filter, RetryPolicy, DeadLetterDestination }] }.')
 param topic object
 
 @description('Azure name of the custom topic.')
@@ -87,17 +87,19 @@ resource subscription 'Microsoft.EventGrid/topics/eventSubscriptions@2022-06-15'
     destination: {
       endpointType: 'AzureFunction'
       properties: {
-        resourceId: '${functionAppId}/functions/${item.Function}'
+        resourceId: '${functionAppId}/functions/${item.Destination.FunctionName}'
         maxEventsPerBatch: 1
         preferredBatchSizeInKilobytes: 64
       }
     }
     filter: {
-      includedEventTypes: item.IncludedEventTypes
+      includedEventTypes: item.Filter.IncludedEventTypes
+      subjectBeginsWith: contains(item.Filter, 'SubjectBeginsWith') ? item.Filter.SubjectBeginsWith : null
+      subjectEndsWith: contains(item.Filter, 'SubjectEndsWith') ? item.Filter.SubjectEndsWith : null
     }
     retryPolicy: {
-      maxDeliveryAttempts: item.MaxDeliveryAttempts
-      eventTimeToLiveInMinutes: item.EventTimeToLiveInMinutes
+      maxDeliveryAttempts: item.RetryPolicy.MaxDeliveryAttempts
+      eventTimeToLiveInMinutes: item.RetryPolicy.EventTimeToLiveInMinutes
     }
     deadLetterWithResourceIdentity: {
       identity: {
@@ -107,7 +109,7 @@ resource subscription 'Microsoft.EventGrid/topics/eventSubscriptions@2022-06-15'
         endpointType: 'StorageBlob'
         properties: {
           resourceId: storage.id
-          blobContainerName: item.DeadLetterContainer
+          blobContainerName: item.DeadLetterDestination.BlobContainerName
         }
       }
     }
