@@ -16,7 +16,7 @@ from agents.backbone import Envelope, OutboxRow, PublishFailed, SagaEngine, Unit
 from agents.orders import blueprint, bootstrap, entities
 from agents.orders.model import Service
 from tests.integration.backbone.broker import BrokerPublisher, InMemoryBroker
-from tests.integration.orders.conftest import OrdersStack, build_stack, order_body, running
+from tests.integration.orders.stack import OrdersStack, build_stack, order_body, running
 
 
 def _charges_minus_refunds(stack: OrdersStack, order_id: str) -> int:

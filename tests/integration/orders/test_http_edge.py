@@ -6,8 +6,8 @@ from __future__ import annotations
 import uuid
 
 from agents.orders import entities
-from tests.integration.orders.conftest import OrdersStack, order_body
 from tests.integration.orders.pump import body_of
+from tests.integration.orders.stack import OrdersStack, order_body
 
 
 def _post(stack: OrdersStack, body: object, key: str | None):

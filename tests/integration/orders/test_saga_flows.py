@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from agents.orders.model import Service
 from agents.orders.simulators import Mode
-from tests.integration.orders.conftest import STEP_TIMEOUT, OrdersStack, order_body
+from tests.integration.orders.stack import STEP_TIMEOUT, OrdersStack, order_body
 
 
 def _statuses(order: dict) -> list[tuple[str, str]]:
