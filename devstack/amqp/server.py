@@ -24,6 +24,8 @@ class AmqpServer:
         self.host = host
         self.port = port
         self.connections: set[Connection] = set()
+        self.write_delay = 0.0
+        """Latency applied to connections opened from now on (fault injection)."""
         self._server: asyncio.Server | None = None
 
     def add_node(self, node: Node) -> None:
@@ -69,6 +71,7 @@ class _TrackedConnection(Connection):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self.write_delay = self._owner.write_delay
         self._owner.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -1,0 +1,161 @@
+"""DevStack: Service Bus (and Event Hubs, when its package provides a node) over AMQP 1.0,
+in one process, started from emulator-shaped config files.
+
+    with DevStack(configs=["infra/entities/servicebus.json"], port=0) as stack:
+        ServiceBusClient.from_connection_string(stack.connection_string)
+
+Hook for the Functions host (another package): `DevStack.connection_string` and `.port`
+are all it needs; start the host after `start()` returns and stop it before `stop()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from devstack.amqp.node import Node
+from devstack.amqp.server import AmqpServer
+from devstack.config import LoadedConfig, load_configs, merge_namespaces
+from devstack.faults import FaultInjector, Faults
+from devstack.servicebus.node import ServiceBusNode
+from devstack.servicebus.persistence import load_snapshot, save_snapshot
+
+log = logging.getLogger("devstack")
+T = TypeVar("T")
+
+ConfigSource = str | Path | Mapping[str, Any]
+
+
+def connection_string(host: str, port: int) -> str:
+    """The emulator connection string the SDKs accept; the port only when not 5672."""
+    endpoint = "localhost" if port == 5672 else f"localhost:{port}"
+    del host
+    return (
+        f"Endpoint=sb://{endpoint};SharedAccessKeyName=RootManageSharedAccessKey;"
+        "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"
+    )
+
+
+def eventhubs_node(documents: list[dict[str, Any]]) -> Node | None:
+    """The Event Hubs node from `devstack.eventhubs.create_node`, if that package has one."""
+    try:
+        module = importlib.import_module("devstack.eventhubs")
+    except ImportError:
+        module = None
+    factory = getattr(module, "create_node", None)
+    if factory is None:
+        log.warning("Event Hubs config given, but devstack.eventhubs.create_node is not "
+                    "available yet; serving Service Bus only")
+        return None
+    node = factory(documents)
+    assert isinstance(node, Node)
+    return node
+
+
+class DevStack:
+    """The devstack server on its own thread and event loop; a context manager."""
+
+    def __init__(
+        self,
+        configs: Sequence[ConfigSource] = (),
+        *,
+        host: str = "127.0.0.1",
+        port: int = 5672,
+        data_dir: str | Path | None = None,
+    ) -> None:
+        self.config: LoadedConfig = load_configs(configs)
+        self.host = host
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.fault_state = Faults()
+        self.faults = FaultInjector(self)
+        self.servicebus: ServiceBusNode | None = None
+        self.eventhubs: Node | None = None
+        self.amqp = AmqpServer([], host=host, port=port)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="devstack", daemon=True)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def port(self) -> int:
+        return self.amqp.port
+
+    @property
+    def connection_string(self) -> str:
+        return connection_string(self.host, self.port)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def _open(self) -> None:
+        namespace = merge_namespaces(self.config.servicebus)
+        self.servicebus = ServiceBusNode(namespace, self.fault_state)
+        if self.data_dir is not None:
+            load_snapshot(self.servicebus.broker, self.data_dir)
+        self.servicebus.start()
+        self.amqp.add_node(self.servicebus)
+        if self.config.eventhubs:
+            self.eventhubs = eventhubs_node(self.config.eventhubs)
+            if self.eventhubs is not None:
+                self.amqp.add_node(self.eventhubs)
+        await self.amqp.start()
+
+    async def _close(self) -> None:
+        await self.amqp.stop()
+        if self.servicebus is not None:
+            self.servicebus.stop()
+            if self.data_dir is not None:
+                save_snapshot(self.servicebus.broker, self.data_dir)
+        closer = getattr(self.eventhubs, "close", None)
+        if callable(closer):
+            result = closer()
+            if asyncio.iscoroutine(result):
+                await result
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._open())
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self._close())
+        self._loop.close()
+
+    def start(self) -> DevStack:
+        """Start serving; returns once the port accepts connections."""
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+
+    def wait(self) -> None:
+        """Block until the server stops."""
+        self._thread.join()
+
+    def __enter__(self) -> DevStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the server's event loop and return its result (thread-safe)."""
+
+        async def run() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=30)
