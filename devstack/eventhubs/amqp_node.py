@@ -7,7 +7,7 @@ properties are READ from `$management`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from devstack.amqp.codec import Described, Timestamp
 from devstack.amqp.connection import IncomingDelivery, Link
@@ -42,6 +42,13 @@ EVENTHUB_TYPE = "com.microsoft:eventhub"
 PARTITION_TYPE = "com.microsoft:partition"
 
 
+class SendFaults(Protocol):
+    """Faults armed by tests (devstack.faults.Faults): consulted before every send."""
+
+    def before_send(self, path: str) -> None:
+        """Raise AmqpError to refuse the send (e.g. server-busy)."""
+
+
 def _text(value: Any) -> str | None:
     """A property the SDKs send as string, symbol or (azure-eventhub's READ) binary."""
     if isinstance(value, bytes):
@@ -56,12 +63,21 @@ def _amqp_error(error: EventHubsError) -> AmqpError:
 class _Publisher(LinkHandler):
     """A producer link: every transfer (one event or a batch) is appended to one partition."""
 
-    def __init__(self, namespace: EventHubsNamespace, hub: str, partition_id: str | None):
+    def __init__(
+        self,
+        namespace: EventHubsNamespace,
+        hub: str,
+        partition_id: str | None,
+        faults: SendFaults | None,
+    ) -> None:
         self._namespace = namespace
         self._hub = hub
         self._partition_id = partition_id
+        self._faults = faults
 
     def on_transfer(self, link: Link, delivery: IncomingDelivery) -> Described | None:
+        if self._faults is not None:
+            self._faults.before_send(self._hub.lower())
         payload = delivery.payload
         try:
             messages = (
@@ -135,8 +151,9 @@ def _start_position(link: Link) -> StartPosition:
 class EventHubsNode(Node):
     """Claims the addresses of the namespace's hubs and `$management`."""
 
-    def __init__(self, namespace: EventHubsNamespace) -> None:
+    def __init__(self, namespace: EventHubsNamespace, faults: SendFaults | None = None) -> None:
         self.namespace = namespace
+        self._faults = faults
         self._management = ManagementNode(
             lambda address: address == MANAGEMENT_ADDRESS, self._read_properties
         )
@@ -151,13 +168,17 @@ class EventHubsNode(Node):
             if link.is_sender:
                 return self._open_receiver(link, parts)
             if len(parts) == 1:
-                return _Publisher(self.namespace, parts[0], None)
+                return _Publisher(self.namespace, parts[0], None, self._faults)
             if len(parts) == 3 and parts[1].lower() == "partitions":
                 self.namespace.hub(parts[0]).partition(parts[2])
-                return _Publisher(self.namespace, parts[0], parts[2])
+                return _Publisher(self.namespace, parts[0], parts[2], self._faults)
         except EventHubsError as error:
             raise _amqp_error(error) from error
         raise AmqpError(NOT_FOUND, f"no Event Hubs entity at address {link.address!r}")
+
+    def close(self) -> None:
+        """Close the partition journals (DevStack calls this on stop)."""
+        self.namespace.close()
 
     def _open_receiver(self, link: Link, parts: list[str]) -> LinkHandler:
         if (
