@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
-from datetime import timedelta
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 
 from azure.data.tables import TableServiceClient
 
@@ -42,12 +42,15 @@ def build(
     compensation_backoff: timedelta = timedelta(seconds=2),
     counter: RequestCounter | None = None,
     table_prefix: str = "",
+    now: Callable[[], datetime] | None = None,
 ) -> OrdersContext:
-    """`table_prefix` keeps several stacks (tests, the demo) apart in one storage account."""
+    """`table_prefix` keeps several stacks (tests, the demo) apart in one storage account;
+    `now` is the clock deadlines are scheduled by (a test broker's clock it can advance)."""
 
     def processor(name: str) -> MessageProcessor:
         table = state_table(tables, table_prefix + name)
-        return MessageProcessor(table, OutboxRelay(table, publisher), counter=counter)
+        return MessageProcessor(table, OutboxRelay(table, publisher, now=now), counter=counter,
+                                now=now)
 
     register_event_types(registry)
     return OrdersContext(

@@ -52,9 +52,11 @@ class OrdersStack:
 
     def send(self, entity: str, event: Envelope) -> None:
         """Send a CloudEvent as another app would (structured mode, MessageId = event id)."""
+        properties: dict[str | bytes, Any] = {
+            name: value for name, value in application_properties(event).items()}
         self.broker.send(entity, ServiceBusMessage(
             encode_body(event), message_id=event.id, content_type=CLOUDEVENTS_CONTENT_TYPE,
-            application_properties=dict(application_properties(event))))
+            application_properties=properties))
 
     def raise_fraud_alert(self, order_id: str, reason: str) -> None:
         self.send(entities.FRAUD_ALERTS_TOPIC, Envelope.new(
@@ -85,7 +87,7 @@ def build_stack(connection_string: str, broker: InMemoryBroker,
     to_broker = BrokerPublisher(broker)
     context = bootstrap.build(tables, publisher or to_broker, step_timeout=STEP_TIMEOUT,
                               compensation_backoff=timedelta(seconds=1),
-                              table_prefix=f"t{uuid.uuid4().hex[:10]}")
+                              table_prefix=f"t{uuid.uuid4().hex[:10]}", now=broker.now)
     return OrdersStack(context, FunctionHost(FUNCTIONS, broker), broker, to_broker)
 
 
