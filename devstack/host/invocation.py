@@ -184,13 +184,15 @@ class Invoker:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def invoke(self, spec: FunctionSpec, trigger_value: Any, *, reason: str,
-                     use_retry_policy: bool = True) -> Any:
+                     use_retry_policy: bool = True,
+                     extra_arguments: Mapping[str, Any] | None = None) -> Any:
         """Invoke once, or per the function's retry policy where its trigger supports one."""
         policy = None
         if use_retry_policy and spec.retry and spec.trigger_type in RETRY_CAPABLE_TRIGGERS:
             policy = RetryPolicy.from_setting(spec.retry)
         if policy is None:
-            return await self._invoke_once(spec, trigger_value, reason, 0, 0)
+            return await self._invoke_once(spec, trigger_value, reason, 0, 0,
+                                           extra_arguments or {})
         stop = stop_never if policy.max_retry_count < 0 else stop_after_attempt(
             policy.max_retry_count + 1)
         retrying = AsyncRetrying(stop=stop, wait=policy.wait, reraise=True,
@@ -200,11 +202,12 @@ class Invoker:
             with attempt:
                 retry_count = attempt.retry_state.attempt_number - 1
                 return await self._invoke_once(spec, trigger_value, reason, retry_count,
-                                               policy.max_retry_count)
+                                               policy.max_retry_count, extra_arguments or {})
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def _invoke_once(self, spec: FunctionSpec, trigger_value: Any, reason: str,
-                           retry_count: int, max_retry_count: int) -> Any:
+                           retry_count: int, max_retry_count: int,
+                           extra_arguments: Mapping[str, Any]) -> Any:
         invocation_id = str(uuid.uuid4())
         log.info("Executing 'Functions.%s' (Reason='%s', Id=%s)", spec.name, reason,
                  invocation_id)
@@ -213,6 +216,7 @@ class Invoker:
                  if b["name"] != RETURN_BINDING}
         arguments: dict[str, Any] = {str(spec.trigger["name"]): trigger_value}
         arguments.update({name: slot for name, slot in slots.items() if name in spec.parameters})
+        arguments.update(extra_arguments)
         context_name = spec.context_parameter()
         if context_name:
             arguments[context_name] = InvocationContext(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from devstack.azurite import Azurite
 from devstack.host import FunctionsHost
+from devstack.server import DevStack
 
 SAMPLE_APP = Path(__file__).parent / "sample_app"
 FUNCTION_KEY = "sample-function-key"
@@ -35,3 +36,10 @@ async def start_host(azurite: Azurite) -> AsyncIterator[Callable[..., object]]:
     yield start
     for host in hosts:
         await host.stop()
+
+
+@pytest.fixture
+def servicebus() -> Iterator[DevStack]:
+    """A fresh devstack Service Bus with the sample app's entities, on a free port."""
+    with DevStack([SAMPLE_APP / "devstack-entities.json"], port=0) as stack:
+        yield stack

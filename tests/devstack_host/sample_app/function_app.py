@@ -76,3 +76,41 @@ async def triage_ticket_received(event: func.CloudEvent, seen: func.Out[str]) ->
 def grid_event_received(event: func.EventGridEvent, seen: func.Out[str]) -> None:
     seen.set(json.dumps({"id": event.id, "type": event.event_type, "subject": event.subject,
                          "data": event.get_json()}))
+
+
+@app.service_bus_queue_trigger(arg_name="msg", queue_name="%SAMPLE_QUEUE%",
+                               connection="SAMPLE_SERVICEBUS")
+@app.service_bus_queue_output(arg_name="reply", queue_name="sample-replies",
+                              connection="SAMPLE_SERVICEBUS")
+@app.blob_output(arg_name="seen", path="observations/sb/{rand-guid}.json",
+                 connection="AzureWebJobsStorage")
+def sb_order_received(msg: func.ServiceBusMessage, reply: func.Out[str],
+                      seen: func.Out[str]) -> None:
+    body = msg.get_body().decode()
+    seen.set(json.dumps({
+        "body": body, "message_id": msg.message_id, "delivery_count": msg.delivery_count,
+        "correlation_id": msg.correlation_id, "content_type": msg.content_type,
+        "user_properties": msg.user_properties, "enqueued": msg.enqueued_time_utc is not None,
+        "sequence_number": msg.sequence_number}))
+    if body == "fail":
+        raise RuntimeError("order cannot be handled")
+    reply.set(f"handled:{body}")
+
+
+@app.service_bus_queue_trigger(arg_name="msg", queue_name="sample-sessions",
+                               connection="SAMPLE_SERVICEBUS", is_sessions_enabled=True)
+@app.blob_output(arg_name="seen", path="observations/sessions/{rand-guid}.json",
+                 connection="AzureWebJobsStorage")
+async def sb_session_received(msg: func.ServiceBusMessage, seen: func.Out[str]) -> None:
+    seen.set(json.dumps({"session_id": msg.session_id, "body": msg.get_body().decode(),
+                         "sequence_number": msg.sequence_number}))
+
+
+@app.service_bus_queue_trigger(arg_name="msg", queue_name="sample-manual",
+                               connection="SAMPLE_SERVICEBUS", auto_complete_messages=False)
+async def sb_self_settled(msg: func.ServiceBusMessage, message_actions) -> None:
+    if msg.get_body() == b"reject":
+        await message_actions.deadletter(msg, deadletter_reason="Rejected",
+                                         deadletter_error_description="sample rejects it")
+    else:
+        await message_actions.complete(msg)

@@ -1,0 +1,91 @@
+"""Service Bus triggers through the official SDK against devstack's Service Bus."""
+
+from __future__ import annotations
+
+import uuid
+
+from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
+from azure.servicebus.aio import ServiceBusClient
+
+from tests.devstack_host.helpers import eventually, read_json_blobs
+
+
+async def send(connection: str, queue: str, *messages: ServiceBusMessage) -> None:
+    async with ServiceBusClient.from_connection_string(connection) as client, \
+            client.get_queue_sender(queue) as sender:
+        await sender.send_messages(list(messages))
+
+
+async def receive(connection: str, queue: str, *, dead_letters: bool = False,
+                  wait: float = 1.0) -> list:
+    async with ServiceBusClient.from_connection_string(connection) as client:
+        sub_queue = ServiceBusSubQueue.DEAD_LETTER if dead_letters else None
+        async with client.get_queue_receiver(queue, sub_queue=sub_queue,
+                                             max_wait_time=wait) as receiver:
+            received = await receiver.receive_messages(max_message_count=50, max_wait_time=wait)
+            for message in received:
+                await receiver.complete_message(message)
+            return received
+
+
+async def test_message_reaches_the_function_with_its_properties_and_is_completed(
+        servicebus, start_host, azurite):
+    connection = servicebus.connection_string
+    await start_host("sb_order_received", SAMPLE_SERVICEBUS=connection)
+    message_id = str(uuid.uuid4())
+    await send(connection, "sample-orders", ServiceBusMessage(
+        "two lattes", message_id=message_id, correlation_id="corr-1",
+        content_type="text/plain", application_properties={"tenant": "contoso"}))
+    seen = await eventually(lambda: read_json_blobs(azurite.connection_string, "observations",
+                                                    "sb/"))
+    (observed,) = [s for s in seen if s["message_id"] == message_id]
+    assert observed == {"body": "two lattes", "message_id": message_id, "delivery_count": 1,
+                        "correlation_id": "corr-1", "content_type": "text/plain",
+                        "user_properties": {"tenant": "contoso"}, "enqueued": True,
+                        "sequence_number": observed["sequence_number"]}
+    replies = await eventually(lambda: receive(connection, "sample-replies"))
+    assert [str(r) for r in replies] == ["handled:two lattes"]
+    assert await receive(connection, "sample-orders") == []
+
+
+async def test_failing_function_abandons_until_max_delivery_count_dead_letters_it(
+        servicebus, start_host):
+    connection = servicebus.connection_string
+    host = await start_host("sb_order_received", SAMPLE_SERVICEBUS=connection)
+    await send(connection, "sample-orders", ServiceBusMessage("fail"))
+    dead = await eventually(lambda: receive(connection, "sample-orders", dead_letters=True))
+    assert [str(m) for m in dead] == ["fail"]
+    failures = [r for r in host.invoker.records if not r.succeeded]
+    assert len(failures) == 3  # MaxDeliveryCount of sample-orders
+    assert await receive(connection, "sample-replies") == []
+
+
+async def test_session_messages_are_handled_in_order_per_session(servicebus, start_host,
+                                                                 azurite):
+    connection = servicebus.connection_string
+    await start_host("sb_session_received", SAMPLE_SERVICEBUS=connection)
+    sessions = [f"cart-{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    await send(connection, "sample-sessions", *[
+        ServiceBusMessage(f"{n}", session_id=session) for n in range(5) for session in sessions])
+
+    async def handled():
+        seen = await read_json_blobs(azurite.connection_string, "observations", "sessions/")
+        mine = [s for s in seen if s["session_id"] in sessions]
+        return mine if len(mine) == 10 else None
+
+    seen = await eventually(handled)
+    for session in sessions:
+        ordered = sorted((s for s in seen if s["session_id"] == session),
+                         key=lambda s: s["sequence_number"])
+        assert [s["body"] for s in ordered] == ["0", "1", "2", "3", "4"]
+
+
+async def test_function_without_auto_complete_settles_through_message_actions(
+        servicebus, start_host):
+    connection = servicebus.connection_string
+    await start_host("sb_self_settled", SAMPLE_SERVICEBUS=connection)
+    await send(connection, "sample-manual", ServiceBusMessage("reject"),
+               ServiceBusMessage("accept"))
+    dead = await eventually(lambda: receive(connection, "sample-manual", dead_letters=True))
+    assert [(str(m), m.dead_letter_reason) for m in dead] == [("reject", "Rejected")]
+    assert await receive(connection, "sample-manual") == []
