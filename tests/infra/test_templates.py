@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -425,3 +426,20 @@ def test_azure_yaml_deploys_the_repository_as_a_python_function_app() -> None:
         assert config["tags"]["function"]["parameters"]["arg_2"] == {"'azd-service-name'": "api"}, (
             name
         )
+
+
+def test_parameters_file_sets_only_declared_parameters_and_every_required_one() -> None:
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    declared = templates.template(MAIN)["parameters"]
+    required = {name for name, parameter in declared.items() if parameter["default"] is None}
+
+    assert set(parameters) <= set(declared)
+    assert required <= set(parameters)
+
+
+def test_every_abbreviation_main_uses_is_in_the_table() -> None:
+    table = json.loads((INFRA / "abbreviations.json").read_text())
+    used = set(re.findall(r"abbrs\.(\w+)", MAIN.read_text()))
+
+    assert used
+    assert used <= set(table)
