@@ -1,0 +1,201 @@
+"""Event Hubs benchmark: 10,000 events sent in batches and received, with the official SDK.
+
+The server runs as a subprocess so its peak RSS can be read from /proc. The baseline is the
+same SDK over the same AMQP core with a null node (accepts sends and discards them; serves
+one pre-stamped event again and again), so the difference is what Event Hubs itself costs.
+
+    python -m bench.eventhubs_bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from azure.eventhub import EventData, EventHubConsumerClient, EventHubProducerClient
+
+from devstack.amqp import ACCEPTED_STATE, AmqpServer, IncomingDelivery, Link, LinkHandler, Node
+from devstack.amqp.codec import Described
+from devstack.amqp.message import data_section
+from devstack.eventhubs import EventHubsNode, create_node
+from devstack.eventhubs.amqp_message import stamp_event
+
+EVENTS = 10_000
+BODY = json.dumps({"card": "4242-0000", "amount": 12.5, "merchant": "m-17", "pad": "x" * 120})
+HUB = "bench"
+FLOOR_EVENTS_PER_SECOND = 5_000
+
+
+@dataclass
+class Figures:
+    send_per_second: float
+    receive_per_second: float
+    peak_rss_mib: float
+
+
+BENCH_CONFIG = {
+    "UserConfig": {
+        "NamespaceConfig": [
+            {
+                "Type": "EventHub",
+                "Name": "bench",
+                "Entities": [{"Name": HUB, "PartitionCount": 1, "ConsumerGroups": []}],
+            }
+        ]
+    }
+}
+
+
+class _NullNode(Node):
+    """Accepts every send and discards it; serves one pre-stamped event on every credit.
+    `$management` (hub properties, read once per client) goes to a real Event Hubs node."""
+
+    def __init__(self, management: EventHubsNode) -> None:
+        self._management = management
+        self._event = stamp_event(
+            data_section(BODY.encode()),
+            sequence_number=0,
+            offset=0,
+            enqueued_time_ms=int(time.time() * 1000),
+            partition_key=None,
+        )
+
+    def open_link(self, link: Link) -> LinkHandler | None:
+        if link.address == "$management":
+            return self._management.open_link(link)
+        return _Source(self._event) if link.is_sender else _Sink()
+
+
+class _Sink(LinkHandler):
+    def on_transfer(self, link: Link, delivery: IncomingDelivery) -> Described | None:
+        return ACCEPTED_STATE
+
+
+class _Source(LinkHandler):
+    def __init__(self, event: bytes) -> None:
+        self._event = event
+
+    def on_flow(self, link: Link) -> None:
+        while link.credit > 0:
+            link.send(self._event, settled=True)
+
+
+def _serve(mode: str) -> None:
+    """Subprocess entry: run an AMQP server with the Event Hubs or the null node."""
+
+    async def run() -> None:
+        eventhubs = create_node([BENCH_CONFIG])
+        node: Node = eventhubs if mode == "eventhubs" else _NullNode(eventhubs)
+        server = AmqpServer([node], port=0)
+        await server.start()
+        print(server.port, flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(run())
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _measure(mode: str) -> Figures:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.eventhubs_bench", "--serve", mode],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        connection = (
+            f"Endpoint=sb://127.0.0.1:{port};SharedAccessKeyName=RootManageSharedAccessKey;"
+            "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"
+        )
+        with EventHubProducerClient.from_connection_string(
+            connection, eventhub_name=HUB
+        ) as producer:
+            batch = producer.create_batch(partition_id="0")  # opens the connection
+            started = time.perf_counter()
+            sent = 0
+            while sent < EVENTS:
+                event = EventData(BODY)
+                try:
+                    batch.add(event)
+                    sent += 1
+                except ValueError:  # batch full: send it and start the next one
+                    producer.send_batch(batch)
+                    batch = producer.create_batch(partition_id="0")
+            producer.send_batch(batch)
+            send_seconds = time.perf_counter() - started
+
+        received = 0
+        first_at = last_at = 0.0
+        done = threading.Event()
+        consumer = EventHubConsumerClient.from_connection_string(
+            connection, consumer_group="$default", eventhub_name=HUB
+        )
+
+        def on_event(context: Any, event: Any) -> None:
+            nonlocal received, first_at, last_at
+            received += 1
+            if received == 1:
+                first_at = time.perf_counter()
+            if received == EVENTS:
+                last_at = time.perf_counter()
+                done.set()
+
+        worker = threading.Thread(
+            target=consumer.receive,
+            kwargs={"on_event": on_event, "partition_id": "0", "starting_position": "-1"},
+            daemon=True,
+        )
+        worker.start()
+        if not done.wait(120):
+            raise RuntimeError(f"{mode}: received {received} of {EVENTS} events in 120 s")
+        consumer.close()
+        worker.join(30)
+        # The first event's arrival starts the clock, so EVENTS - 1 intervals are timed.
+        receive_rate = (EVENTS - 1) / (last_at - first_at)
+        return Figures(EVENTS / send_seconds, receive_rate, _peak_rss_mib(server.pid))
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def main() -> None:
+    """Print devstack Event Hubs figures next to the null-node baseline."""
+    baseline = _measure("null")
+    eventhubs = _measure("eventhubs")
+    rows = [
+        ("batched send (events/s)", baseline.send_per_second, eventhubs.send_per_second),
+        ("receive (events/s)", baseline.receive_per_second, eventhubs.receive_per_second),
+        ("server peak RSS (MiB)", baseline.peak_rss_mib, eventhubs.peak_rss_mib),
+    ]
+    print(f"Event Hubs: {EVENTS:,} events of {len(BODY)} bytes, azure-eventhub sync SDK")
+    print(f"{'':26}{'null node':>12}{'devstack EH':>14}")
+    for label, base, ours in rows:
+        print(f"{label:26}{base:12,.0f}{ours:14,.0f}")
+    verdict = min(eventhubs.send_per_second, eventhubs.receive_per_second)
+    status = "meets" if verdict >= FLOOR_EVENTS_PER_SECOND else "BELOW"
+    print(f"floor {FLOOR_EVENTS_PER_SECOND:,} events/s send and receive: {status}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--serve", choices=["null", "eventhubs"], help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.serve:
+        _serve(arguments.serve)
+    else:
+        main()
