@@ -443,3 +443,42 @@ def test_every_abbreviation_main_uses_is_in_the_table() -> None:
 
     assert used
     assert used <= set(table)
+
+
+@pytest.mark.parametrize(
+    ("module_name", "units", "federated_units"),
+    [
+        ("serviceBus", "serviceBusUnits", "domains"),
+        (
+            "eventHubsNamespace",
+            "eventHubUnits",
+            {
+                "function": {
+                    "type": "union",
+                    "parameters": {"arg_1": "eventHubDomains", "arg_2": []},
+                }
+            },
+        ),
+    ],
+)
+def test_federated_topology_gives_each_domain_a_namespace_holding_its_prefixed_entities(
+    module_name: str, units: str, federated_units: Any
+) -> None:
+    namespaces = templates.template(MAIN)["modules"][module_name]["config"]
+    choice = templates.variable(MAIN, units)["operator"]
+
+    assert templates.variable(MAIN, "isFederated")["operator"]["operands"] == {
+        "operand_1": "topology",
+        "operand_2": "federated",
+    }
+    assert choice["operands"] == {
+        "condition": "isFederated",
+        "true_value": federated_units,
+        "false_value": ["shared"],
+    }
+    assert namespaces["loop_type"]["detail"] == {"item_name": "unit", "array_name": units}
+    assert namespaces["config"]["params"]["entityPrefix"]["operator"]["operands"] == {
+        "condition": "isFederated",
+        "true_value": "${unit}-",
+        "false_value": "",
+    }
