@@ -346,3 +346,42 @@ def test_lower_owner_level_is_refused(eventhubs: EventHubsServer) -> None:
             low.close()
     finally:
         high.close()
+
+
+def test_partition_logs_persist_across_a_restart_with_a_data_dir(tmp_path: Path) -> None:
+    def serve() -> Any:
+        node = create_node(emulator_configs(), data_dir=tmp_path)
+        return node, ServerThread(AmqpServer([node], port=0))
+
+    node, thread = serve()
+    with thread as running:
+        send(
+            EventHubsServer(node, running),
+            [EventData("kept 0"), EventData("kept 1")],
+            partition_id="1",
+        )
+    node.close()
+    node, thread = serve()
+    with thread as running:
+        restarted = EventHubsServer(node, running)
+        send(restarted, [EventData("after restart")], partition_id="1")
+        received = receive(restarted, 3, partition_id="1", starting_position="-1")
+    node.close()
+    assert bodies(received) == ["kept 0", "kept 1", "after restart"]
+    assert [event.sequence_number for event in received] == [0, 1, 2]
+
+
+def test_a_receiver_resumes_after_a_dropped_connection_without_loss_or_duplicates(
+    eventhubs: EventHubsServer,
+) -> None:
+    receiver = Receiver(eventhubs, partition_id="0", starting_position="-1")
+    try:
+        send(eventhubs, [EventData(f"before {n}") for n in range(3)], partition_id="0")
+        receiver.wait_for(3)
+        dropped = eventhubs.running.call(eventhubs.running.server.drop_connections)
+        assert dropped >= 1
+        send(eventhubs, [EventData(f"after {n}") for n in range(3)], partition_id="0")
+        received = receiver.wait_for(6)
+    finally:
+        receiver.close()
+    assert bodies(received) == [f"before {n}" for n in range(3)] + [f"after {n}" for n in range(3)]
