@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from azure.eventhub import EventData, EventHubConsumerClient, EventHubProducerClient
@@ -45,6 +45,13 @@ class EventHubsServer:
 
     def readers(self, hub: str, partition_id: str, group: str = "$default") -> int:
         return self.running.call(lambda: self.node.namespace.reader_count(hub, group, partition_id))
+
+
+class Endpoint(Protocol):
+    """Anything serving Event Hubs: this module's server, or a DevStack."""
+
+    @property
+    def connection_string(self) -> str: ...
 
 
 def emulator_configs() -> list[dict[str, Any]]:
@@ -85,7 +92,7 @@ class Receiver:
 
     def __init__(
         self,
-        server: EventHubsServer,
+        server: Endpoint,
         hub: str = HUB,
         *,
         checkpoint: bool = False,

@@ -1,0 +1,53 @@
+"""Event Hubs inside `DevStack`: registered from the emulator Config.json, and its faults."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from azure.eventhub import EventData, EventHubProducerClient
+
+from devstack.server import DevStack
+from tests.devstack.test_eventhubs_sdk import EMULATOR_CONFIG, Receiver, bodies
+
+HUB = "eh1"
+
+
+@pytest.fixture
+def stack() -> Iterator[DevStack]:
+    with DevStack([EMULATOR_CONFIG], port=0) as running:
+        yield running
+
+
+def producer(stack: DevStack) -> EventHubProducerClient:
+    return EventHubProducerClient.from_connection_string(stack.connection_string, eventhub_name=HUB)
+
+
+def test_devstack_serves_the_hubs_of_an_emulator_config(stack: DevStack) -> None:
+    with producer(stack) as client:
+        assert client.get_partition_ids() == ["0", "1"]
+        client.send_batch([EventData("through devstack")], partition_id="0")
+    receiver = Receiver(stack, HUB, partition_id="0", starting_position="-1")
+    try:
+        assert bodies(receiver.wait_for(1)) == ["through devstack"]
+    finally:
+        receiver.close()
+
+
+def test_a_producer_recovers_from_dropped_connections(stack: DevStack) -> None:
+    with producer(stack) as client:
+        client.send_batch([EventData("first")], partition_id="1")
+        assert stack.faults.drop_connections() >= 1
+        client.send_batch([EventData("second")], partition_id="1")
+        assert client.get_partition_properties("1")["last_enqueued_sequence_number"] == 1
+
+
+def test_events_flow_under_added_latency(stack: DevStack) -> None:
+    stack.faults.add_latency(0.05)
+    with producer(stack) as client:
+        client.send_batch([EventData(f"slow {n}") for n in range(3)], partition_id="0")
+    receiver = Receiver(stack, HUB, partition_id="0", starting_position="-1")
+    try:
+        assert bodies(receiver.wait_for(3)) == ["slow 0", "slow 1", "slow 2"]
+    finally:
+        receiver.close()
