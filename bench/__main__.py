@@ -1,6 +1,14 @@
 """Run every benchmark and print figures side by side with their baselines."""
 
 import sys
+from collections.abc import Callable
+
+from bench import orders_bench
+
+# One line per benchmark module: its `main` prints its figures and returns an exit code.
+BENCHMARKS: list[Callable[[], int | None]] = [
+    orders_bench.main,
+]
 
 if __name__ == "__main__":
-    sys.exit("no benchmarks yet")
+    sys.exit(max((run() or 0) for run in BENCHMARKS))
