@@ -392,3 +392,18 @@ def test_a_receiver_resumes_after_a_dropped_connection_without_loss_or_duplicate
     finally:
         receiver.close()
     assert bodies(received) == [f"before {n}" for n in range(3)] + [f"after {n}" for n in range(3)]
+
+
+def test_receiving_from_an_unknown_consumer_group_reports_it(eventhubs: EventHubsServer) -> None:
+    receiver = Receiver(
+        eventhubs,
+        consumer_group="nobody",
+        client_kwargs={"retry_total": 0},
+        partition_id="0",
+        starting_position="-1",
+    )
+    try:
+        wait_until(lambda: bool(receiver.errors), "the receive error")
+    finally:
+        receiver.close()
+    assert "consumer group 'nobody' does not exist" in str(receiver.errors[0])
