@@ -111,7 +111,9 @@ class MessageEntity:
             self.broker.forward(self.settings.forward_to, message, hops + 1)
             return
         now = now_ms()
-        message.sequence_number = self.broker.next_sequence()
+        if not (message.scheduled_ms and message.sequence_number):
+            # a scheduled message keeps the sequence number it was given when scheduled
+            message.sequence_number = self.broker.next_sequence()
         message.enqueued_ms = now
         ttl = self.settings.default_ttl * 1000
         if message.ttl_ms:
