@@ -27,6 +27,7 @@ from agents.backbone.tables import (
     prefix_filter,
     quote,
     storage_call,
+    table_key,
 )
 
 if TYPE_CHECKING:
@@ -39,7 +40,10 @@ _BATCH = 100
 
 @dataclass
 class OutboxRow:
-    """One outgoing event waiting in (or relayed from) a partition's outbox."""
+    """One outgoing event waiting in (or relayed from) a partition's outbox.
+
+    `partition_key` is the stored (table-safe) key; see `tables.table_key`.
+    """
 
     partition_key: str
     envelope: Envelope
@@ -108,7 +112,8 @@ class OutboxRelay:
 
     def pending(self, partition_key: str) -> list[OutboxRow]:
         """The partition's rows not yet marked dispatched, oldest first."""
-        query = (f"PartitionKey eq {quote(partition_key)} and {prefix_filter(OUTBOX_PREFIX)}"
+        query = (f"PartitionKey eq {quote(table_key(partition_key))}"
+                 f" and {prefix_filter(OUTBOX_PREFIX)}"
                  f" and Status eq '{PENDING}'")
         rows = [OutboxRow.from_entity(e) for e in self._query(query)]
         return sorted(rows, key=lambda row: row.created_at)

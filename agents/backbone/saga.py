@@ -28,7 +28,7 @@ from agents.backbone.envelope import Envelope
 from agents.backbone.errors import InvalidEvent, map_storage_error
 from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.schemas import registry as default_registry
-from agents.backbone.tables import LOG_PREFIX, STATE_ROW
+from agents.backbone.tables import LOG_PREFIX, STATE_ROW, table_key
 from agents.backbone.unit_of_work import UnitOfWork
 
 REPLY = "backbone.saga.reply"
@@ -222,10 +222,11 @@ class SagaEngine:
     def view(table: TableClient, saga_id: str) -> SagaView | None:
         """Read one saga's state and step log (two storage requests)."""
         try:
-            entity = table.get_entity(saga_id, STATE_ROW)
+            entity = table.get_entity(table_key(saga_id), STATE_ROW)
             logs = list(table.query_entities(
                 "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
-                parameters={"pk": saga_id, "lo": LOG_PREFIX, "hi": LOG_PREFIX[:-1] + "}"}))
+                parameters={"pk": table_key(saga_id), "lo": LOG_PREFIX,
+                            "hi": LOG_PREFIX[:-1] + "}"}))
         except ResourceNotFoundError:
             return None
         except AzureError as error:

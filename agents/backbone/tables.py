@@ -8,6 +8,7 @@ row(s), inbox markers and outbox rows, so one entity-group transaction covers th
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,12 +31,26 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+_FORBIDDEN = frozenset("/\\#?%") | frozenset(map(chr, [*range(0x20), *range(0x7F, 0xA0)]))
+_MAX_KEY_BYTES = 1024
+
+
+def table_key(value: str) -> str:
+    """`value` made safe as a PartitionKey/RowKey: the characters Table Storage forbids
+    (/ \\ # ? and control characters) and % are percent-encoded, so distinct ids stay
+    distinct; a key over the 1 KiB limit becomes its SHA-256. Safe ids pass unchanged."""
+    encoded = "".join(f"%{ord(ch):02X}" if ch in _FORBIDDEN else ch for ch in value)
+    if len(encoded.encode("utf-16-le")) > _MAX_KEY_BYTES - 64:
+        return "~" + hashlib.sha256(value.encode("utf-8")).hexdigest()
+    return encoded
+
+
 def inbox_row(message_id: str) -> str:
-    return f"{INBOX_PREFIX}{message_id}"
+    return f"{INBOX_PREFIX}{table_key(message_id)}"
 
 
 def outbox_row(event_id: str) -> str:
-    return f"{OUTBOX_PREFIX}{event_id}"
+    return f"{OUTBOX_PREFIX}{table_key(event_id)}"
 
 
 def prefix_filter(prefix: str) -> str:

@@ -31,7 +31,7 @@ from agents.backbone.errors import ConcurrencyConflict, TransactionTooLarge, map
 from agents.backbone.outbox import OutboxRow
 from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.schemas import registry as default_registry
-from agents.backbone.tables import STATE_ROW, inbox_row
+from agents.backbone.tables import STATE_ROW, inbox_row, table_key
 
 MAX_ENTITIES = 100
 MAX_TRANSACTION_BYTES = 4 * 1024 * 1024
@@ -85,6 +85,7 @@ class UnitOfWork:
             raise ValueError("a unit of work needs a partition key")
         self.table = table
         self.partition_key = partition_key
+        self.table_partition = table_key(partition_key)
         self.inbox_id = inbox_id
         self._registry = registry or default_registry
         self._now = now or (lambda: datetime.now(UTC))
@@ -103,7 +104,7 @@ class UnitOfWork:
             return dict(self._saved[row_key])
         if row_key not in self._loaded:
             try:
-                entity = self.table.get_entity(self.partition_key, row_key)
+                entity = self.table.get_entity(self.table_partition, row_key)
             except ResourceNotFoundError:
                 self._loaded[row_key] = _Loaded(None, None)
                 return None
@@ -124,7 +125,7 @@ class UnitOfWork:
 
     def append(self, row_key: str, values: Mapping[str, Any]) -> None:
         """Stage the insert of an extra row in this partition (e.g. a saga step-log entry)."""
-        self._appended.append({"PartitionKey": self.partition_key, "RowKey": row_key, **values})
+        self._appended.append({"PartitionKey": self.table_partition, "RowKey": row_key, **values})
 
     def emit(
         self,
@@ -140,7 +141,7 @@ class UnitOfWork:
         """
         self._registry.validate(envelope)
         row = OutboxRow.new(
-            self.partition_key, envelope, destination=destination,
+            self.table_partition, envelope, destination=destination,
             scheduled_at=scheduled_at, created_at=self._now(),
         )
         self._outbox.append(row)
@@ -160,12 +161,12 @@ class UnitOfWork:
         operations: list[Operation] = []
         if self.inbox_id is not None:
             operations.append(("create", {
-                "PartitionKey": self.partition_key, "RowKey": inbox_row(self.inbox_id),
+                "PartitionKey": self.table_partition, "RowKey": inbox_row(self.inbox_id),
                 "Kind": "inbox", "ReceivedAt": now,
             }, {}))
         for row_key, state in self._saved.items():
             entity = {
-                "PartitionKey": self.partition_key, "RowKey": row_key, "Kind": "state",
+                "PartitionKey": self.table_partition, "RowKey": row_key, "Kind": "state",
                 "state": json.dumps(state, separators=(",", ":"), default=str),
                 "UpdatedAt": now,
             }

@@ -171,3 +171,14 @@ def test_storage_requests_per_handled_message_are_counted(
     assert fresh.requests == 3     # read (missing), $batch commit, $batch mark-dispatched
     assert existing.requests == 3  # read state, $batch commit, $batch mark-dispatched
     assert counter.total >= 6
+
+
+def test_ids_and_subjects_with_characters_tables_forbid_work_and_dedupe(processor, table):
+    command = Envelope.new("counter.increment", {"by": 2}, source="/tests",
+                           subject="tenant/7#counter?", id="msg/1#a?b\\c")
+    first = processor.handle(command, increment)
+    again = processor.handle(command, increment)
+    assert (first.duplicate, again.duplicate) == (False, True)
+    assert json.loads(table.get_entity("tenant%2F7%23counter%3F", "state")["state"]) == {
+        "total": 2}
+    assert processor.relay.pending("tenant/7#counter?") == []
