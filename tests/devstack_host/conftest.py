@@ -19,13 +19,19 @@ HostFactory = Callable[..., FunctionsHost]
 
 
 @pytest.fixture
-async def start_host(azurite: Azurite) -> AsyncIterator[Callable[..., object]]:
+def host_storage(azurite: Azurite) -> Azurite:
+    """The storage account behind AzureWebJobsStorage; modules may override it."""
+    return azurite
+
+
+@pytest.fixture
+async def start_host(host_storage: Azurite) -> AsyncIterator[Callable[..., object]]:
     """Start the sample app with only the named functions; every host is stopped afterwards."""
     hosts: list[FunctionsHost] = []
 
     async def start(*functions: str, **settings: str) -> FunctionsHost:
         host = FunctionsHost(SAMPLE_APP, functions=functions, settings={
-            "AzureWebJobsStorage": azurite.connection_string,
+            "AzureWebJobsStorage": host_storage.connection_string,
             "DEVSTACK_HOST_FUNCTION_KEY": FUNCTION_KEY,
             "DEVSTACK_HOST_MASTER_KEY": MASTER_KEY,
             **settings,
@@ -40,6 +46,7 @@ async def start_host(azurite: Azurite) -> AsyncIterator[Callable[..., object]]:
 
 @pytest.fixture
 def servicebus() -> Iterator[DevStack]:
-    """A fresh devstack Service Bus with the sample app's entities, on a free port."""
-    with DevStack([SAMPLE_APP / "devstack-entities.json"], port=0) as stack:
+    """A fresh devstack (Service Bus + Event Hubs) with the sample app's entities."""
+    with DevStack([SAMPLE_APP / "devstack-entities.json",
+                   SAMPLE_APP / "devstack-eventhubs.json"], port=0) as stack:
         yield stack

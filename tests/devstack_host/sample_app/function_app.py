@@ -114,3 +114,31 @@ async def sb_self_settled(msg: func.ServiceBusMessage, message_actions) -> None:
                                          deadletter_error_description="sample rejects it")
     else:
         await message_actions.complete(msg)
+
+
+# devstack's Event Hubs matches consumer group names case-sensitively (Azure does not), so
+# the group is spelled as devstack declares it rather than left to the `$Default` default.
+@app.event_hub_message_trigger(arg_name="events", event_hub_name="sample-payments",
+                               connection="SAMPLE_EVENTHUBS", cardinality="many",
+                               consumer_group="$default")
+@app.retry(strategy="fixed_delay", max_retry_count="2", delay_interval="00:00:00.05")
+@app.blob_output(arg_name="seen", path="observations/payments/{rand-guid}.json",
+                 connection="AzureWebJobsStorage")
+def eh_payments_received(events: list[func.EventHubEvent], seen: func.Out[str]) -> None:
+    bodies = [e.get_body().decode() for e in events]
+    if "poison" in bodies:
+        raise ValueError("a payment in this batch cannot be scored")
+    seen.set(json.dumps([{"body": e.get_body().decode(), "sequence_number": e.sequence_number,
+                          "offset": e.offset, "partition_key": e.partition_key,
+                          "enqueued": e.enqueued_time is not None,
+                          "partition": e.metadata["PartitionContext"]["PartitionId"]}
+                         for e in events]))
+
+
+@app.event_hub_message_trigger(arg_name="event", event_hub_name="sample-alerts",
+                               connection="SAMPLE_EVENTHUBS", cardinality="one",
+                               consumer_group="$default")
+@app.event_hub_output(arg_name="forward", event_hub_name="sample-payments",
+                      connection="SAMPLE_EVENTHUBS")
+async def eh_alert_received(event: func.EventHubEvent, forward: func.Out[str]) -> None:
+    forward.set(f"from-alert:{event.get_body().decode()}")
