@@ -41,7 +41,9 @@ def connection_string(host: str, port: int) -> str:
     )
 
 
-def eventhubs_node(documents: list[dict[str, Any]]) -> Node | None:
+def eventhubs_node(
+    documents: list[dict[str, Any]], data_dir: Path | None, faults: Faults
+) -> Node | None:
     """The Event Hubs node from `devstack.eventhubs.create_node`, if that package has one."""
     try:
         module = importlib.import_module("devstack.eventhubs")
@@ -52,7 +54,7 @@ def eventhubs_node(documents: list[dict[str, Any]]) -> Node | None:
         log.warning("Event Hubs config given, but devstack.eventhubs.create_node is not "
                     "available yet; serving Service Bus only")
         return None
-    node = factory(documents)
+    node = factory(documents, data_dir=data_dir, faults=faults)
     assert isinstance(node, Node)
     return node
 
@@ -99,7 +101,8 @@ class DevStack:
         self.servicebus.start()
         self.amqp.add_node(self.servicebus)
         if self.config.eventhubs:
-            self.eventhubs = eventhubs_node(self.config.eventhubs)
+            self.eventhubs = eventhubs_node(self.config.eventhubs, self.data_dir,
+                                            self.fault_state)
             if self.eventhubs is not None:
                 self.amqp.add_node(self.eventhubs)
         await self.amqp.start()

@@ -28,6 +28,7 @@ Link (devstack.amqp.connection.Link) - what open_link sees
                         e.g. `filters["apache.org:selector-filter:string"]` is a Described
                         whose `.value` is the selector string).
     `link.properties`   the client's attach properties (dict, keys are Symbols == str).
+    `link.desired_capabilities`  the client's desired capabilities (list of Symbols).
     `link.snd_settle_mode`, `link.rcv_settle_mode` (rcv 1 = "second": peek-lock).
     `link.source_reply` / `link.attach_properties`: set them in open_link to change what
                         the attach reply carries (source and target are echoed otherwise).
@@ -63,7 +64,8 @@ LinkHandler (devstack.amqp.node.LinkHandler) - subclass, override what you need
 Management request/response (devstack.amqp.node.ManagementNode)
     `ManagementNode(claims=lambda address: ..., handler=fn)`: `fn(ManagementRequest) ->
     ManagementResponse` (or an awaitable of one). The request has `.operation` (the
-    `operation` application property), `.body` (decoded amqp-value, usually a dict with str
+    `operation` application property as text, even when the SDK sent it as binary),
+    `.body` (decoded amqp-value, usually a dict with str
     keys), `.application_properties`, `.message`, `.link`. The reply goes to the client's
     receiver link with the same address on the same session, correlation-id = the
     request's message-id, status under both `status-code` and `statusCode` (and
@@ -82,10 +84,10 @@ Wire helpers
 
 Registration from configs (devstack.server.DevStack)
     DevStack loads every --config file; a file whose UserConfig has `NamespaceConfig` is
-    an Event Hubs config: DevStack calls `devstack.eventhubs.create_node(user_configs)`
-    with the list of parsed Event Hubs config dicts (whole documents, comments already
-    stripped) and registers the Node it returns. Until that function exists, DevStack logs
-    a warning and serves Service Bus only.
+    an Event Hubs config: DevStack calls `devstack.eventhubs.create_node(documents,
+    data_dir=<--data DIR or None>, faults=<devstack.faults.Faults>)` with the parsed Event
+    Hubs config documents (whole documents, comments already stripped) and registers the
+    Node it returns. `faults.before_send(path)` raises the armed server-busy AmqpError.
 """
 
 from devstack.amqp.connection import IncomingDelivery, Link, OutgoingDelivery

@@ -129,6 +129,12 @@ class Link:
         self.source: Any = fields[5]
         self.target: Any = fields[6]
         self.properties: dict[Any, Any] = fields[13] or {}
+        capabilities = fields[12]
+        self.desired_capabilities: list[Any] = (
+            capabilities if isinstance(capabilities, list)
+            else [capabilities] if capabilities is not None else []
+        )
+        """The client's desired capabilities (Symbols), e.g. a receiver runtime metric."""
         self.remote_max_message_size: int | None = fields[10]
         self.source_address = _address(self.source)
         self.target_address = _address(self.target)

@@ -90,6 +90,15 @@ ManagementHandler = Callable[
 ]
 
 
+def _text(value: Any) -> str:
+    """An application property as text: the SDKs send some as binary (e.g. Event Hubs)."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
 def management_error(status: int, condition: str, description: str) -> ManagementResponse:
     return ManagementResponse(status=status, description=description, error_condition=condition)
 
@@ -146,7 +155,7 @@ class _ManagementLinkHandler(LinkHandler):
         request = ManagementRequest(
             message=message,
             link=link,
-            operation=str(operation) if operation is not None else "",
+            operation=_text(operation),
             body=message.body_value(),
             application_properties=app,
         )

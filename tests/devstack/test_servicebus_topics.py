@@ -30,7 +30,9 @@ def drain(client: ServiceBusClient, subscription: str) -> list:
 
 def test_every_matching_subscription_gets_its_own_copy(client):
     with client.get_topic_sender("events") as sender:
-        sender.send_messages(ServiceBusMessage("invoice", application_properties={"team": "billing"}))
+        sender.send_messages(
+            ServiceBusMessage("invoice", application_properties={"team": "billing"})
+        )
         sender.send_messages(ServiceBusMessage("bug", application_properties={"team": "tech"}))
     assert [str(m) for m in drain(client, "all")] == ["invoice", "bug"]
     assert [str(m) for m in drain(client, "billing")] == ["invoice"]

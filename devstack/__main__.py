@@ -1,0 +1,72 @@
+"""`python -m devstack up`: serve Service Bus (and Event Hubs) on 127.0.0.1:5672."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from devstack.config import ConfigError
+from devstack.server import DevStack
+
+app = typer.Typer(add_completion=False, help="Local Azure Service Bus and Event Hubs over AMQP.")
+
+
+@app.callback()
+def main() -> None:
+    """devstack: the Azure services a function app needs, locally, with no Docker."""
+
+
+@app.command()
+def up(
+    config: Annotated[
+        list[Path] | None,
+        typer.Option("--config", "-c", help="Emulator Config.json (Service Bus or Event Hubs); "
+                     "repeat for several."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="AMQP port (0 picks a free one).")] = 5672,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Keep messages in this directory across restarts."),
+    ] = None,
+) -> None:
+    """Start the server and print the connection string; stop on Ctrl-C or SIGTERM."""
+    logging.basicConfig(level=logging.WARNING, format="devstack: %(levelname)s %(message)s")
+    try:
+        stack = DevStack(config or [], host=host, port=port, data_dir=data)
+    except ConfigError as exc:
+        typer.echo(f"devstack: invalid config: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        stack.start()
+    except OSError as exc:
+        typer.echo(f"devstack: cannot listen on {host}:{port}: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    except ValueError as exc:
+        typer.echo(f"devstack: invalid config: {exc}", err=True)
+        raise typer.Exit(2) from None
+    stopping = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    typer.echo(f"devstack listening on {host}:{stack.port}")
+    typer.echo(stack.connection_string, nl=True)
+    sys.stdout.flush()
+    while not stopping.wait(0.5):
+        pass
+    stack.stop()
+    typer.echo("devstack stopped")
+
+
+if __name__ == "__main__":
+    app()
