@@ -52,6 +52,15 @@ def by_destination(rows: Sequence[OutboxRow]) -> dict[str, list[OutboxRow]]:
     return groups
 
 
+def refuse_scheduled(rows: Sequence[OutboxRow], service: str) -> None:
+    """Only Service Bus can hold a message until a time; elsewhere say so, never send early."""
+    for row in rows:
+        if row.scheduled_at is not None:
+            raise ConfigurationError(
+                f"{service} cannot schedule delivery: route {row.destination!r} (event "
+                f"{row.message_id}, scheduled for {row.scheduled_at}) to a Service Bus entity")
+
+
 class RoutingPublisher:
     """Routes each destination to the publisher that owns it (Service Bus, Event Hubs, ...)."""
 
@@ -161,6 +170,7 @@ class EventHubsPublisher:
 
     def publish(self, rows: Sequence[OutboxRow]) -> None:
         for hub, group in by_destination(rows).items():
+            refuse_scheduled(group, "Event Hubs")
             producer = self._producer(hub)
             by_key: dict[str, list[OutboxRow]] = defaultdict(list)
             for row in group:
@@ -210,6 +220,7 @@ class EventGridPublisher:
             client = self._clients.get(destination)
             if client is None:
                 raise ConfigurationError(f"no Event Grid client for destination {destination!r}")
+            refuse_scheduled(group, "Event Grid")
             events = [to_cloudevent(row.envelope) for row in group]
             try:
                 for start in range(0, len(events), _EVENTGRID_CHUNK):

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from agents.backbone import (
+    ConfigurationError,
     Envelope,
     EventGridPublisher,
     OutboxRow,
@@ -84,3 +85,11 @@ def test_a_refusing_topic_raises_publish_failed(topic, publisher):
     topic.status = 503
     with pytest.raises(PublishFailed, match="triage-routed"):
         publisher.publish(rows(1))
+
+
+def test_a_scheduled_row_is_refused_rather_than_delivered_early(topic, publisher):
+    [row] = rows(1)
+    row.scheduled_at = datetime.now(UTC)
+    with pytest.raises(ConfigurationError, match="cannot schedule"):
+        publisher.publish([row])
+    assert topic.received == []
