@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from devstack.azurite import Azurite
+from devstack.server import DevStack
+
+ENTITY_CONFIGS = Path(__file__).resolve().parent.parent / "infra" / "entities"
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +23,12 @@ def azurite() -> Iterator[Azurite]:
 @pytest.fixture(scope="session")
 def storage_connection_string(azurite: Azurite) -> str:
     return azurite.connection_string
+
+
+@pytest.fixture(scope="session")
+def devstack() -> Iterator[DevStack]:
+    """One in-memory devstack (Service Bus + Event Hubs) on a free port for the session,
+    with the app's entities from infra/entities/. Use `.connection_string`, `.faults`."""
+    configs = [ENTITY_CONFIGS / "servicebus.json", ENTITY_CONFIGS / "eventhubs.json"]
+    with DevStack(configs, port=0) as stack:
+        yield stack
