@@ -1,0 +1,177 @@
+"""The orders agent on the local cloud: devstack's Service Bus over AMQP (the official SDK on
+both sides), Azurite, and devstack's Functions host running `function_app.py` with real HTTP.
+
+Everything here waits on conditions with generous deadlines; nothing times the code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import pytest
+from azure.data.tables import TableServiceClient
+from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
+from azure.servicebus.aio import ServiceBusClient
+
+from agents.orders import bootstrap, entities
+from devstack.azurite import Azurite
+from devstack.host import FunctionsHost
+from devstack.server import DevStack
+from tests.integration.orders.stack import order_body
+
+ROOT = Path(__file__).resolve().parents[3]
+FUNCTION_KEY = "orders-test-function-key"
+STEP_TIMEOUT_SECONDS = 8
+T = TypeVar("T")
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], *, timeout: float = 60.0) -> T:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        found = await probe()
+        if found:
+            return found
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def devstack() -> Iterator[DevStack]:
+    with DevStack([ROOT / "infra/entities/servicebus.json"], port=0) as stack:
+        yield stack
+
+
+@pytest.fixture
+async def orders_host(devstack: DevStack, azurite: Azurite) -> AsyncIterator[FunctionsHost]:
+    saved = dict(os.environ)
+    bootstrap.configure(None)  # the host path: adapters from the settings below
+    host = FunctionsHost(ROOT, settings={
+        "AzureWebJobsStorage": azurite.connection_string,
+        entities.STATE_STORAGE: azurite.connection_string,
+        entities.CONNECTION: devstack.connection_string,
+        entities.FRAUD_CONNECTION: devstack.connection_string,
+        bootstrap.STEP_TIMEOUT_SETTING: str(STEP_TIMEOUT_SECONDS),
+        "DEVSTACK_HOST_FUNCTION_KEY": FUNCTION_KEY,
+    })
+    await host.start()
+    try:
+        yield host
+    finally:
+        await host.stop()
+        bootstrap.configure(None)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+class Api:
+    def __init__(self, host: FunctionsHost, session: aiohttp.ClientSession) -> None:
+        self.base = f"{host.base_url}/api"
+        self.session = session
+        self.headers = {"x-functions-key": FUNCTION_KEY}
+
+    async def post(self, path: str, body: Any, **headers: str) -> tuple[int, Any]:
+        async with self.session.post(f"{self.base}/{path}", json=body,
+                                     headers={**self.headers, **headers}) as response:
+            return response.status, await response.json()
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        async with self.session.get(f"{self.base}/{path}", headers=self.headers) as response:
+            return response.status, await response.json()
+
+    async def place(self, body: Any) -> str:
+        status, order = await self.post("orders", body, **{"Idempotency-Key": str(uuid.uuid4())})
+        assert status == 201, order
+        return str(order["orderId"])
+
+    async def settled(self, order_id: str) -> dict[str, Any]:
+        async def terminal() -> dict[str, Any] | None:
+            _, order = await self.get(f"orders/{order_id}")
+            return order if order["status"] in ("completed", "compensated", "failed") else None
+        return await eventually(terminal)
+
+
+@pytest.fixture
+async def api(orders_host: FunctionsHost) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession() as session:
+        yield Api(orders_host, session)
+
+
+def movements(storage: str, table: str, ledger_key: str, kind: str) -> int:
+    client = TableServiceClient.from_connection_string(storage).get_table_client(table)
+    return len(list(client.query_entities("PartitionKey eq @pk and movement eq @kind",
+                                          parameters={"pk": ledger_key, "kind": kind})))
+
+
+async def test_an_order_completes_over_real_http_and_service_bus(api: Api, azurite: Azurite
+                                                                  ) -> None:
+    order_id = await api.place(order_body())
+    order = await api.settled(order_id)
+    assert order["status"] == "completed"
+    assert movements(azurite.connection_string, "orderspayments", f"charge-{order_id}",
+                     "charge") == 1
+
+
+async def test_out_of_stock_after_charge_is_refunded_over_real_service_bus(
+        api: Api, azurite: Azurite) -> None:
+    status, _ = await api.post("simulators/inventory/mode",
+                               {"mode": "out-of-stock-after-charge", "scope": "sku:sku-gone"})
+    assert status == 200
+    order_id = await api.place(order_body(sku="sku-gone"))
+    order = await api.settled(order_id)
+    assert order["status"] == "compensated"
+    storage = azurite.connection_string
+    assert movements(storage, "orderspayments", f"charge-{order_id}", "charge") == 1
+    assert movements(storage, "orderspayments", f"charge-{order_id}", "refund") == 1
+
+
+async def test_commands_delivered_twice_by_the_broker_charge_once(
+        api: Api, devstack: DevStack, azurite: Azurite, orders_host: FunctionsHost) -> None:
+    devstack.faults.deliver_twice(entities.PAYMENTS_QUEUE, times=10)
+    order_id = await api.place(order_body())
+    assert (await api.settled(order_id))["status"] == "completed"
+    payment_calls = [r for r in orders_host.invoker.records
+                     if r.function_name == "orders_payments"]
+    assert len(payment_calls) >= 2
+    assert movements(azurite.connection_string, "orderspayments", f"charge-{order_id}",
+                     "charge") == 1
+
+
+async def test_a_step_past_its_deadline_is_compensated_by_a_scheduled_timeout(
+        api: Api) -> None:
+    card = f"tok-slow-{uuid.uuid4().hex[:6]}"
+    status, _ = await api.post("simulators/shipping/mode",
+                               {"mode": "slow", "scope": f"card:{card}", "slowSeconds": 600})
+    assert status == 200
+    order_id = await api.place(order_body(card=card))
+    order = await api.settled(order_id)
+    assert order["status"] == "compensated"
+    assert ("ship_order", "timed out") in [(e["step"], e["status"]) for e in order["timeline"]]
+
+
+async def test_a_poison_message_is_dead_lettered_by_max_delivery_count_on_the_classic_binding(
+        api: Api, devstack: DevStack) -> None:
+    async with ServiceBusClient.from_connection_string(devstack.connection_string) as client:
+        async with client.get_queue_sender(entities.SAGA_QUEUE) as sender:
+            await sender.send_messages(ServiceBusMessage(b"{not json",
+                                                         message_id=str(uuid.uuid4())))
+
+        async def dead_lettered() -> list[Any] | None:
+            async with client.get_queue_receiver(
+                    entities.SAGA_QUEUE, sub_queue=ServiceBusSubQueue.DEAD_LETTER) as receiver:
+                received = await receiver.receive_messages(max_message_count=10,
+                                                           max_wait_time=0.5)
+                for message in received:
+                    await receiver.complete_message(message)
+                return received
+
+        dead = await eventually(dead_lettered)
+    assert [str(message) for message in dead] == ["{not json"]
+    # The classic binding cannot dead-letter with the reason: the trigger raises each time.
+    assert dead[0].dead_letter_reason == "MaxDeliveryCountExceeded"
