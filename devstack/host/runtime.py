@@ -16,7 +16,12 @@ from devstack.host.http import EVENT_GRID_WEBHOOK, HostKeys, HttpFrontDoor
 from devstack.host.index import FunctionSpec, index_functions, load_app
 from devstack.host.invocation import Invoker
 from devstack.host.outputs import OutputSenders
-from devstack.host.settings import AppSettings, HostConfig
+from devstack.host.settings import (
+    AppSettings,
+    HostConfig,
+    SettingsError,
+    restore_environment,
+)
 from devstack.host.timer import TimerListener, schedule_monitor
 
 log = logging.getLogger("devstack.host")
@@ -51,6 +56,7 @@ class FunctionsHost:
         self.invoker = Invoker(function_directory=str(self.app_dir), outputs=self._outputs.send)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._previous_environment: dict[str, str | None] = {}
 
     @property
     def base_url(self) -> str:
@@ -62,7 +68,7 @@ class FunctionsHost:
                 f"&code={self.keys.event_grid}")
 
     async def start(self) -> FunctionsHost:
-        self.settings.export()
+        self._previous_environment = self.settings.export()
         self.functions = [spec for spec in index_functions(load_app(self.app_dir))
                           if self._enabled(spec.name)]
         front_door = HttpFrontDoor(functions=self.functions,
@@ -76,7 +82,12 @@ class FunctionsHost:
                      ",".join(sorted(route.methods)) or "ALL", self.base_url,
                      route.template.template)
         for spec in self.functions:
-            listener = self._listener(spec)
+            try:
+                listener = self._listener(spec)
+            except (SettingsError, ValueError) as exc:
+                # As the Azure host: one misconfigured function is in error, the rest run.
+                log.error("The 'Functions.%s' function is in error: %s", spec.name, exc)
+                continue
             if listener is not None:
                 task = asyncio.create_task(listener(), name=spec.name)
                 task.add_done_callback(_report_listener_end)
@@ -119,6 +130,8 @@ class FunctionsHost:
             self._runner = None
         await self._outputs.close()
         self.invoker.close()
+        restore_environment(self._previous_environment)
+        self._previous_environment = {}
 
     async def __aenter__(self) -> FunctionsHost:
         return await self.start()

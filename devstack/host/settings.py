@@ -84,9 +84,22 @@ class AppSettings:
             )
         return value
 
-    def export(self) -> None:
-        """Make every setting an environment variable, as the Functions host does for workers."""
+    def export(self) -> dict[str, str | None]:
+        """Make every setting an environment variable, as the Functions host does for workers.
+
+        Returns the previous values, for `restore` when the host stops.
+        """
+        previous = {name: os.environ.get(name) for name in self.values}
         os.environ.update(self.values)
+        return previous
+
+
+def restore_environment(previous: Mapping[str, str | None]) -> None:
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @dataclass(frozen=True)
