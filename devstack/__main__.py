@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from devstack.config import ConfigError
+from devstack.host import app_command, emulator_settings, run_app
 from devstack.server import DevStack
 
 app = typer.Typer(add_completion=False, help="Local Azure Service Bus and Event Hubs over AMQP.")
@@ -35,6 +36,10 @@ def up(
     data: Annotated[
         Path | None,
         typer.Option(help="Keep messages in this directory across restarts."),
+    ] = None,
+    app_dir: Annotated[
+        Path | None,
+        typer.Option("--app", help="Also run this function app on the devstack host."),
     ] = None,
 ) -> None:
     """Start the server and print the connection string; stop on Ctrl-C or SIGTERM."""
@@ -62,11 +67,18 @@ def up(
     typer.echo(f"devstack listening on {host}:{stack.port}")
     typer.echo(stack.connection_string, nl=True)
     sys.stdout.flush()
+    if app_dir is not None:
+        logging.getLogger("devstack.host").setLevel(logging.INFO)
+        # Blocks until SIGINT/SIGTERM; emulator connection settings follow the chosen port.
+        run_app(app_dir, settings=emulator_settings(app_dir, stack.connection_string))
+        stopping.set()
     while not stopping.wait(0.5):
         pass
     stack.stop()
     typer.echo("devstack stopped")
 
+
+app.command(name="app")(app_command)
 
 if __name__ == "__main__":
     app()
