@@ -1,0 +1,98 @@
+"""Running an app as `python -m devstack app DIR` does: host plus a local Event Grid."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import aiohttp
+from azure.core.credentials import AzureKeyCredential
+from azure.core.messaging import CloudEvent
+from azure.eventgrid.aio import EventGridPublisherClient
+
+from devstack.azurite import free_port
+from devstack.eventgrid.config import DEV_TOPIC_KEY
+from devstack.host.cli import serve_app
+from tests.devstack_host.conftest import SAMPLE_APP
+from tests.devstack_host.helpers import eventually, read_json_blobs
+
+REPO = Path(__file__).resolve().parents[2]
+# Disabled through the app setting Azure uses, so no Service Bus or Event Hubs is needed.
+NOT_UNDER_TEST = ("sb_order_received", "sb_session_received", "sb_self_settled",
+                  "eh_payments_received", "eh_alert_received", "flaky_tick", "backoff_tick")
+
+
+async def test_serve_app_wires_the_event_grid_config_to_the_hosts_webhook(azurite):
+    grid_port = free_port()
+    stop = asyncio.Event()
+    serving = asyncio.create_task(serve_app(
+        SAMPLE_APP, settings={"AzureWebJobsStorage": azurite.connection_string,
+                              **{f"AzureWebJobs.{name}.Disabled": "true"
+                                 for name in NOT_UNDER_TEST}},
+        event_grid_config=REPO / "infra" / "entities" / "eventgrid.json",
+        event_grid_port=grid_port, stop=stop))
+    try:
+        endpoint = f"http://127.0.0.1:{grid_port}/topics/triage-helpdesk/api/events"
+        event = CloudEvent(source="/helpdesk", type="com.helpdesk.ticket.created",
+                           subject=f"/tickets/{uuid.uuid4()}", data={"title": "VPN down"})
+
+        async def publish() -> bool:
+            try:
+                async with EventGridPublisherClient(endpoint,
+                                                    AzureKeyCredential(DEV_TOPIC_KEY)) as c:
+                    await c.send([event])
+                return True
+            except Exception:
+                return False  # not listening yet
+
+        await eventually(publish)
+        seen = await eventually(lambda: _ticket(azurite.connection_string, event.id))
+        assert seen["ticket"] == {"title": "VPN down"}
+    finally:
+        stop.set()
+        await serving
+
+
+async def _ticket(storage: str, event_id: str) -> dict | None:
+    for seen in await read_json_blobs(storage, "observations", "tickets/"):
+        if seen["id"] == event_id:
+            return seen
+    return None
+
+
+async def test_cli_app_command_serves_http_until_interrupted(azurite, tmp_path):
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    for name in ("function_app.py", "host.json"):
+        (app_dir / name).write_text((SAMPLE_APP / name).read_text())
+    port = free_port()
+    (app_dir / "local.settings.json").write_text(json.dumps({
+        "IsEncrypted": False, "Host": {"LocalHttpPort": port},
+        "Values": {"SAMPLE_GREETING": "Hej", "TICK_SCHEDULE": "0 0 0 1 1 *",
+                   "SAMPLE_QUEUE": "sample-orders",
+                   "AzureWebJobsStorage": azurite.connection_string,
+                   **{f"AzureWebJobs.{name}.Disabled": "true" for name in NOT_UNDER_TEST}}}))
+    process = subprocess.Popen([sys.executable, "-m", "devstack", "app", str(app_dir)],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        async def greeting() -> str | None:
+            try:
+                async with aiohttp.ClientSession() as http, http.get(
+                        f"http://127.0.0.1:{port}/api/hello/ada") as response:
+                    return await response.text()
+            except aiohttp.ClientError:
+                return None
+
+        assert await eventually(greeting) == "Hej, ada"
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert b"Executed 'Functions.hello' (Succeeded, Id=" in output
