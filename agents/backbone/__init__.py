@@ -40,6 +40,12 @@ Sagas: define `SagaDefinition(name, source, reply_to, alert_destination, steps=(
 replies and timeouts arriving on `reply_to` go to `processor.handle(event, engine.handle)`.
 Participants answer with `reply_for(command, succeeded=..., source=...)` sent to
 `reply_destination(command)`. A timer trigger calls `relay.sweep()` and `relay.purge(...)`.
+
+Event Hubs poison: `park(publisher, "fraud-poison-events", parked_event(...))` before the
+batch is checkpointed (Event Hubs has no dead-letter queue).
+
+Handlers must only stage effects on the unit of work (`save`, `emit`, `append`): a handler
+runs again after a 412 and also for a duplicate delivery (whose commit is then rejected).
 """
 
 from agents.backbone import settings
@@ -59,6 +65,7 @@ from agents.backbone.errors import (
     classify,
 )
 from agents.backbone.outbox import OutboxRelay, OutboxRow, PurgeReport
+from agents.backbone.parking import park, parked_event
 from agents.backbone.partitions import HotKeyDetector, PartitionKeys
 from agents.backbone.processing import MessageProcessor, Outcome
 from agents.backbone.publishers import (
