@@ -125,6 +125,8 @@ __all__ = [
     "UnitOfWork",
     "classify",
     "dead_letter",
+    "park",
+    "parked_event",
     "parse_eventgrid",
     "parse_eventhub",
     "parse_servicebus",
