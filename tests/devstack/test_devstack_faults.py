@@ -1,0 +1,75 @@
+"""Fault injection through DevStack.faults, observed with the official SDK (sync)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceiveMode
+from azure.servicebus.exceptions import ServiceBusServerBusyError
+
+MAX_WAIT = 3
+
+
+@pytest.fixture
+def client(connection_string: str):
+    with ServiceBusClient.from_connection_string(connection_string) as sb:
+        yield sb
+
+
+def test_server_busy_is_raised_then_sends_succeed(connection_string, stack):
+    stack.faults.server_busy(times=1)
+    with ServiceBusClient.from_connection_string(connection_string, retry_total=0) as client, \
+            client.get_queue_sender("work") as sender:
+        with pytest.raises(ServiceBusServerBusyError):
+            sender.send_messages(ServiceBusMessage("throttled"))
+        sender.send_messages(ServiceBusMessage("accepted"))
+
+
+def test_sdk_retries_through_a_server_busy_answer(client, stack):
+    stack.faults.server_busy("work", times=1)
+    with client.get_queue_sender("work") as sender:
+        sender.send_messages(ServiceBusMessage("eventually"))
+    with client.get_queue_receiver(
+            "work", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE) as receiver:
+        assert [str(m) for m in receiver.receive_messages(max_wait_time=MAX_WAIT)] == ["eventually"]
+
+
+def test_dropped_connection_is_recovered_by_the_sdk(client, stack):
+    with client.get_queue_sender("work") as sender:
+        sender.send_messages(ServiceBusMessage("before"))
+        assert stack.faults.drop_connections() >= 1
+        sender.send_messages(ServiceBusMessage("after"))
+    with client.get_queue_receiver(
+            "work", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE) as receiver:
+        got = receiver.receive_messages(max_message_count=2, max_wait_time=MAX_WAIT)
+        got += receiver.receive_messages(max_message_count=1, max_wait_time=1)
+        assert [str(m) for m in got] == ["before", "after"]
+
+
+def test_message_delivered_twice_comes_back_after_completion(client, stack):
+    stack.faults.deliver_twice("work")
+    with client.get_queue_sender("work") as sender:
+        sender.send_messages(ServiceBusMessage("at least once", message_id="dup-1"))
+    with client.get_queue_receiver("work") as receiver:
+        (first,) = receiver.receive_messages(max_wait_time=MAX_WAIT)
+        receiver.complete_message(first)
+        (second,) = receiver.receive_messages(max_wait_time=MAX_WAIT)
+        assert (second.message_id, str(second)) == ("dup-1", "at least once")
+        receiver.complete_message(second)
+        assert receiver.receive_messages(max_wait_time=1) == []
+
+
+def test_added_latency_delays_replies_but_loses_nothing(client, stack):
+    with client.get_queue_sender("work") as sender:
+        sender.send_messages(ServiceBusMessage("warm-up"))
+        stack.faults.add_latency(0.3)
+        started = time.monotonic()
+        sender.send_messages(ServiceBusMessage("slow"))
+        assert time.monotonic() - started >= 0.3
+        stack.faults.clear()
+    with client.get_queue_receiver(
+            "work", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE) as receiver:
+        got = receiver.receive_messages(max_message_count=2, max_wait_time=MAX_WAIT)
+        got += receiver.receive_messages(max_message_count=1, max_wait_time=1)
+        assert [str(m) for m in got] == ["warm-up", "slow"]
