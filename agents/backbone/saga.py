@@ -184,6 +184,9 @@ class SagaEngine:
 
     def handle(self, event: Envelope, uow: UnitOfWork) -> str:
         """The handler for replies and timeouts; returns what it did (for logs and tests)."""
+        if event.type not in (REPLY, TIMEOUT):
+            raise InvalidEvent(f"saga {self.definition.name} cannot handle {event.type}",
+                               reason="UnexpectedEventType")
         state = uow.load()
         if state is None:
             return "ignored: unknown saga"
@@ -194,11 +197,8 @@ class SagaEngine:
             return f"ignored: unknown step {step}"
         if event.type == REPLY:
             outcome = self._on_reply(uow, state, event, step, phase, attempt)
-        elif event.type == TIMEOUT:
-            outcome = self._on_timeout(uow, state, event, step, phase, attempt)
         else:
-            raise InvalidEvent(f"saga {self.definition.name} cannot handle {event.type}",
-                               reason="UnexpectedEventType")
+            outcome = self._on_timeout(uow, state, event, step, phase, attempt)
         if not outcome.startswith("ignored"):
             uow.save(state)
         return outcome

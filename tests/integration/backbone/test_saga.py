@@ -7,7 +7,7 @@ import json
 import pytest
 from azure.servicebus import ServiceBusMessage
 
-from agents.backbone import Settlement, reply_for
+from agents.backbone import Envelope, InvalidEvent, Settlement, reply_for
 from tests.integration.backbone.broker import InMemoryBroker
 from tests.integration.backbone.conftest import make_processor
 from tests.integration.backbone.saga_world import ALERTS, REPLIES, STEP_TIMEOUT, World
@@ -159,3 +159,27 @@ def test_every_saga_ends_in_a_terminal_state_under_triple_delivery(table, schema
     compensation_replies = [r for r in published if r.envelope.type == "backbone.saga.reply"
                             and r.envelope.data["phase"] == "compensation"]
     assert len(compensation_replies) == 10  # refund + release per saga
+
+
+def test_an_event_the_saga_does_not_expect_is_poison(world, processor):
+    world.start("s1")
+    stray = Envelope.new("counter.increment", {"by": 1}, source="/tests", subject="s1")
+    with pytest.raises(InvalidEvent) as raised:
+        processor.handle(stray, world.engine.handle)
+    assert raised.value.reason == "UnexpectedEventType"
+
+
+def test_a_saga_aborted_from_outside_compensates_the_step_in_flight_too(
+    processor, broker, schemas
+):
+    world = World(processor, broker, schemas, {"payment.charge": ["silent"]})
+    world.start("s1")
+    world.run()
+    fraud = Envelope.new("counter.increment", {"by": 1}, source="/agents/fraud", subject="s1")
+    processor.run("s1", lambda uow: world.engine.abort(uow, "fraud alert", cause=fraud),
+                  inbox_id=fraud.id)
+    world.run()
+    view = world.view("s1")
+    assert view.status == "compensated"
+    assert view.failure == {"step": "charge", "reason": "fraud alert"}
+    assert world.journal[-2:] == [("payment.refund", OK), ("stock.release", OK)]
