@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import aiohttp
 
-from tests.devstack_host.conftest import FUNCTION_KEY, MASTER_KEY
+from devstack.host import FunctionsHost
+from tests.devstack_host.conftest import FUNCTION_KEY, MASTER_KEY, SAMPLE_APP
 
 
 async def test_anonymous_route_binds_route_parameters_and_app_settings(start_host):
@@ -79,3 +82,17 @@ async def test_each_invocation_logs_one_executed_line_with_id_and_duration(start
     executed = [m for m in caplog.messages if m.startswith("Executed 'Functions.hello'")]
     assert executed == [f"Executed 'Functions.hello' (Succeeded, Id={record.invocation_id}, "
                         f"Duration={int(record.duration_ms)}ms)"]
+
+
+async def test_route_prefix_comes_from_host_json(tmp_path, azurite):
+    (tmp_path / "function_app.py").write_text((SAMPLE_APP / "function_app.py").read_text())
+    (tmp_path / "local.settings.json").write_text(
+        (SAMPLE_APP / "local.settings.json").read_text())
+    (tmp_path / "host.json").write_text(json.dumps(
+        {"version": "2.0", "extensions": {"http": {"routePrefix": "edge/v1"}}}))
+    async with FunctionsHost(tmp_path, functions=["hello"]) as host, \
+            aiohttp.ClientSession() as http:
+        async with http.get(f"{host.base_url}/edge/v1/hello/ada") as r:
+            assert r.status == 200
+        async with http.get(f"{host.base_url}/api/hello/ada") as r:
+            assert r.status == 404

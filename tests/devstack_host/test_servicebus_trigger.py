@@ -89,3 +89,38 @@ async def test_function_without_auto_complete_settles_through_message_actions(
     dead = await eventually(lambda: receive(connection, "sample-manual", dead_letters=True))
     assert [(str(m), m.dead_letter_reason) for m in dead] == [("reject", "Rejected")]
     assert await receive(connection, "sample-manual") == []
+
+
+async def test_topic_subscription_trigger_receives_what_the_topic_got(servicebus, start_host,
+                                                                      azurite):
+    connection = servicebus.connection_string
+    await start_host("sb_audit_received", SAMPLE_SERVICEBUS=connection)
+    marker = f"audit-{uuid.uuid4()}"
+    await send_to_topic(connection, "sample-events", ServiceBusMessage(marker, subject="login"))
+
+    async def audited():
+        seen = await read_json_blobs(azurite.connection_string, "observations", "audit/")
+        return [s for s in seen if s["body"] == marker]
+
+    assert await eventually(audited) == [{"body": marker, "subject": "login"}]
+
+
+async def test_no_more_than_max_concurrent_calls_run_at_once(servicebus, start_host, azurite):
+    connection = servicebus.connection_string
+    await start_host("sb_slow_received", SAMPLE_SERVICEBUS=connection)
+    batch = f"slow-{uuid.uuid4()}"
+    await send(connection, "sample-slow", *[ServiceBusMessage(batch) for _ in range(12)])
+
+    async def all_handled():
+        seen = await read_json_blobs(azurite.connection_string, "observations", "slow/")
+        mine = [s for s in seen if s["body"] == batch]
+        return mine if len(mine) == 12 else None
+
+    peak = max(s["in_flight"] for s in await eventually(all_handled))
+    assert 2 <= peak <= 4  # host.json maxConcurrentCalls is 4
+
+
+async def send_to_topic(connection: str, topic: str, *messages: ServiceBusMessage) -> None:
+    async with ServiceBusClient.from_connection_string(connection) as client, \
+            client.get_topic_sender(topic) as sender:
+        await sender.send_messages(list(messages))

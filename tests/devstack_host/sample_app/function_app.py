@@ -1,5 +1,6 @@
 """A small v2 function app that exercises every trigger kind the devstack host runs."""
 
+import asyncio
 import json
 import os
 
@@ -9,6 +10,8 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 # Failures still to inject per retry-policy function; the tests read the host's records.
 _failures_left = {"flaky_tick": 2, "backoff_tick": 3}
+# Invocations of sb_slow_received running right now (all run on the host's event loop).
+_in_flight = {"sb_slow_received": 0}
 
 
 @app.route(route="hello/{name}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -142,3 +145,25 @@ def eh_payments_received(events: list[func.EventHubEvent], seen: func.Out[str]) 
                       connection="SAMPLE_EVENTHUBS")
 async def eh_alert_received(event: func.EventHubEvent, forward: func.Out[str]) -> None:
     forward.set(f"from-alert:{event.get_body().decode()}")
+
+
+@app.service_bus_topic_trigger(arg_name="msg", topic_name="sample-events",
+                               subscription_name="audit", connection="SAMPLE_SERVICEBUS")
+@app.blob_output(arg_name="seen", path="observations/audit/{rand-guid}.json",
+                 connection="AzureWebJobsStorage")
+async def sb_audit_received(msg: func.ServiceBusMessage, seen: func.Out[str]) -> None:
+    seen.set(json.dumps({"body": msg.get_body().decode(), "subject": msg.subject}))
+
+
+@app.service_bus_queue_trigger(arg_name="msg", queue_name="sample-slow",
+                               connection="SAMPLE_SERVICEBUS")
+@app.blob_output(arg_name="seen", path="observations/slow/{rand-guid}.json",
+                 connection="AzureWebJobsStorage")
+async def sb_slow_received(msg: func.ServiceBusMessage, seen: func.Out[str]) -> None:
+    _in_flight["sb_slow_received"] += 1
+    running_with_me = _in_flight["sb_slow_received"]
+    try:
+        await asyncio.sleep(0.3)
+    finally:
+        _in_flight["sb_slow_received"] -= 1
+    seen.set(json.dumps({"body": msg.get_body().decode(), "in_flight": running_with_me}))
