@@ -182,3 +182,36 @@ def test_ids_and_subjects_with_characters_tables_forbid_work_and_dedupe(processo
     assert json.loads(table.get_entity("tenant%2F7%23counter%3F", "state")["state"]) == {
         "total": 2}
     assert processor.relay.pending("tenant/7#counter?") == []
+
+
+def test_the_same_message_handled_concurrently_twice_has_one_effect(table, schemas):
+    barrier = threading.Barrier(2, timeout=30)
+    command = increment_command("twin", by=5)
+    results: list[bool] = []
+    errors: list[BaseException] = []
+
+    def deliver() -> None:
+        first_attempt = [True]
+
+        def decide(uow: UnitOfWork) -> int:
+            result = increment(command, uow)
+            if first_attempt[0]:
+                first_attempt[0] = False
+                barrier.wait()  # both deliveries decided before either commits
+            return result
+
+        try:
+            results.append(run_unit_of_work(table, "twin", decide, inbox_id=command.id,
+                                            registry=schemas).duplicate)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert sorted(results) == [False, True]
+    assert total(table, "twin") == 5
+    assert len([k for k in rows(table) if k[1].startswith("outbox|")]) == 1
