@@ -79,23 +79,30 @@ class PartitionLog:
         return len(self._events)
 
     def append(self, messages: Sequence[bytes], partition_key: str | None, now_ms: int) -> None:
-        """Store `messages` (complete encoded AMQP messages) with the service annotations."""
+        """Store `messages` (complete encoded AMQP messages) with the service annotations.
+
+        All or nothing: if one message is malformed (InvalidMessage), none is stored.
+        """
         # Enqueued times never go backwards, so time positions can use binary search.
         enqueued_ms = max(now_ms, self._enqueued_ms[-1]) if self._enqueued_ms else now_ms
-        journal_records = []
-        for message in messages:
+        events = []
+        offset = self._next_offset
+        for index, message in enumerate(messages, start=len(self._events)):
             event = stamp_event(
                 message,
-                sequence_number=len(self._events),
-                offset=self._next_offset,
+                sequence_number=index,
+                offset=offset,
                 enqueued_time_ms=enqueued_ms,
                 partition_key=partition_key,
             )
+            events.append(event)
+            offset += len(event)
+        for event in events:
             self._store(event, enqueued_ms)
-            if self._journal is not None:
-                journal_records.append(_RECORD_HEADER.pack(enqueued_ms, len(event)) + event)
         if self._journal is not None:
-            self._journal.write(b"".join(journal_records))
+            self._journal.write(
+                b"".join(_RECORD_HEADER.pack(enqueued_ms, len(event)) + event for event in events)
+            )
             self._journal.flush()
         for listener in list(self.listeners):
             listener()

@@ -188,6 +188,14 @@ def test_start_positions_follow_the_selector_filter() -> None:
     assert sequence_numbers(log, "amqp.annotation.x-opt-enqueued-time >= '1003'") == [3, 4]
 
 
+def test_a_batch_with_one_malformed_message_stores_nothing() -> None:
+    log = filled_log(1)
+    with pytest.raises(InvalidMessage):
+        log.append([encoded(Message(data=[b"fine"])), b"\x00\x53\x75\xb0\xff"], None, 5000)
+    assert len(log) == 1
+    assert log.properties().last_enqueued_sequence_number == 0
+
+
 def test_unknown_selector_is_refused() -> None:
     with pytest.raises(InvalidSelector):
         StartPosition.from_selector("amqp.annotation.x-opt-offset < '5'")

@@ -1,0 +1,151 @@
+"""What devstack's Event Hubs puts on the wire, seen by a bare AMQP 1.0 client.
+
+The SDK cannot send a malformed message or show raw frames, so these tests speak AMQP
+directly (with devstack's own codec) over a socket.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from devstack.amqp.codec import Described, Symbol, UInt, ULong, decode_value
+from devstack.amqp.frames import (
+    ATTACH,
+    BEGIN,
+    DISPOSITION,
+    FLOW,
+    OPEN,
+    REJECTED,
+    SASL_INIT,
+    TRANSFER,
+    decode_performative,
+    frame,
+    performative,
+)
+from devstack.amqp.message import BATCH_FORMAT, data_section
+from devstack.amqp.server import AmqpServer, ServerThread
+from devstack.eventhubs import create_node
+from tests.devstack.test_eventhubs_sdk import emulator_configs
+
+SASL_HEADER = b"AMQP\x03\x01\x00\x00"
+AMQP_HEADER = b"AMQP\x00\x01\x00\x00"
+SOURCE, TARGET = 0x28, 0x29
+
+
+class BareClient:
+    """A minimal blocking AMQP 1.0 client: SASL ANONYMOUS, one session, raw frames."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock.sendall(SASL_HEADER)
+        assert self._read(8) == SASL_HEADER
+        self.read_frame()  # sasl-mechanisms
+        self.send(performative(SASL_INIT, [Symbol("ANONYMOUS"), None, None]), frame_type=1)
+        self.read_frame()  # sasl-outcome
+        self.sock.sendall(AMQP_HEADER)
+        assert self._read(8) == AMQP_HEADER
+        self.send(performative(OPEN, ["bare-client", "127.0.0.1", UInt(65536)]))
+        self.expect(OPEN)
+        self.send(performative(BEGIN, [None, UInt(0), UInt(1000), UInt(1000)]))
+        self.expect(BEGIN)
+
+    def _read(self, count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = self.sock.recv(count - len(data))
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            data += chunk
+        return data
+
+    def send(self, body: bytes, frame_type: int = 0) -> None:
+        self.sock.sendall(frame(0, body, frame_type))
+
+    def read_frame(self) -> tuple[int, list[Any], bytes]:
+        """The next non-empty frame: performative code, its raw field list, payload."""
+        while True:
+            size, offset = struct.unpack(">IB", self._read(5))
+            body = self._read(size - 5)[offset * 4 - 5 :]
+            if body:
+                code, _, payload_at = decode_performative(body)
+                fields = self._raw_fields(body)
+                return code, fields, body[payload_at:]
+
+    @staticmethod
+    def _raw_fields(body: bytes) -> list[Any]:
+        described, _ = decode_value(body)
+        return list(described.value)  # as sent: not padded by the decoder
+
+    def expect(self, code: int) -> tuple[list[Any], bytes]:
+        while True:
+            got, fields, payload = self.read_frame()
+            if got == code:
+                return fields, payload
+
+    def attach(self, handle: int, address: str, *, receiver: bool, filters: Any = None) -> None:
+        source = Described(ULong(SOURCE), [address, None, None, None, None, None, None, filters])
+        target = Described(ULong(TARGET), [address])
+        self.send(
+            performative(
+                ATTACH,
+                [f"link-{handle}", UInt(handle), receiver, None, None, source, target],
+            )
+        )
+        self.expect(ATTACH)
+
+
+@pytest.fixture
+def port() -> Iterator[int]:
+    with ServerThread(AmqpServer([create_node(emulator_configs())], port=0)) as running:
+        yield running.port
+
+
+def test_a_malformed_event_is_rejected_with_decode_error(port: int) -> None:
+    client = BareClient(port)
+    client.attach(0, "eh1/Partitions/0", receiver=False)
+    client.expect(FLOW)
+    garbage = data_section(b"\x00\x53\x75\xb0\x00\x00\xff\xff")  # claims 65535 bytes, has none
+    client.send(
+        performative(TRANSFER, [UInt(0), UInt(0), b"t0", UInt(BATCH_FORMAT), False, False])
+        + garbage
+    )
+    fields, _ = client.expect(DISPOSITION)
+    state = fields[4]
+    assert state.descriptor == REJECTED
+    error = state.value[0]
+    assert error.value[0] == "amqp:decode-error"
+    assert "malformed event" in error.value[1]
+
+
+def test_consumer_transfers_carry_every_field_and_are_settled(port: int) -> None:
+    client = BareClient(port)
+    client.attach(0, "eh1/Partitions/1", receiver=False)
+    client.expect(FLOW)
+    client.send(
+        performative(TRANSFER, [UInt(0), UInt(0), b"t0", UInt(0), True, False])
+        + data_section(b"hello")
+    )
+    selector = Described(
+        Symbol("apache.org:selector-filter:string"), "amqp.annotation.x-opt-offset > '-1'"
+    )
+    client.attach(
+        1,
+        "amqps://localhost/eh1/ConsumerGroups/$default/Partitions/1",
+        receiver=True,
+        filters={Symbol("apache.org:selector-filter:string"): selector},
+    )
+    client.send(
+        performative(
+            FLOW,
+            [UInt(0), UInt(1000), UInt(1), UInt(1000), UInt(1), UInt(0), UInt(10), None, False],
+        )
+    )
+    fields, payload = client.expect(TRANSFER)
+    assert len(fields) == 11, "azure-eventhub reads the payload right after 11 fields"
+    assert fields[4] is True  # settled: Event Hubs receivers never settle
+    assert payload.endswith(data_section(b"hello"))
