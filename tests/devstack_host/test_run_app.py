@@ -15,17 +15,25 @@ import aiohttp
 from azure.core.credentials import AzureKeyCredential
 from azure.core.messaging import CloudEvent
 from azure.eventgrid.aio import EventGridPublisherClient
+from azure.servicebus import ServiceBusMessage
+from azure.servicebus.aio import ServiceBusClient
 
 from devstack.azurite import free_port
 from devstack.eventgrid.config import DEV_TOPIC_KEY
 from devstack.host.cli import serve_app
+from devstack.host.index import index_functions, load_app
 from tests.devstack_host.conftest import SAMPLE_APP
 from tests.devstack_host.helpers import eventually, read_json_blobs
 
 REPO = Path(__file__).resolve().parents[2]
 # Disabled through the app setting Azure uses, so no Service Bus or Event Hubs is needed.
 NOT_UNDER_TEST = ("sb_order_received", "sb_session_received", "sb_self_settled",
-                  "eh_payments_received", "eh_alert_received", "flaky_tick", "backoff_tick")
+                  "eh_payments_received", "eh_alert_received", "flaky_tick", "backoff_tick",
+                  "sb_audit_received", "sb_slow_received")
+ALL_SAMPLE_FUNCTIONS = {spec.name for spec in index_functions(load_app(SAMPLE_APP))}
+# What local.settings.json holds for a local Service Bus on the default port.
+EMULATOR_CONNECTION = ("Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;"
+                       "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;")
 
 
 async def test_serve_app_wires_the_event_grid_config_to_the_hosts_webhook(azurite):
@@ -96,3 +104,47 @@ async def test_cli_app_command_serves_http_until_interrupted(azurite, tmp_path):
         output, _ = process.communicate(timeout=30)
     assert process.returncode == 0
     assert b"Executed 'Functions.hello' (Succeeded, Id=" in output
+
+
+async def test_up_with_app_points_emulator_connection_settings_at_its_port(azurite, tmp_path):
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    for name in ("function_app.py", "host.json"):
+        (app_dir / name).write_text((SAMPLE_APP / name).read_text())
+    only = {"sb_order_received"}
+    (app_dir / "local.settings.json").write_text(json.dumps({
+        "IsEncrypted": False, "Host": {"LocalHttpPort": free_port()},
+        "Values": {"SAMPLE_QUEUE": "sample-orders", "TICK_SCHEDULE": "0 0 0 1 1 *",
+                   "SAMPLE_SERVICEBUS": EMULATOR_CONNECTION,
+                   "AzureWebJobsStorage": azurite.connection_string,
+                   **{f"AzureWebJobs.{name}.Disabled": "true"
+                      for name in ALL_SAMPLE_FUNCTIONS - only}}}))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devstack", "up", "--port", "0",
+         "--config", str(SAMPLE_APP / "devstack-entities.json"), "--app", str(app_dir)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert process.stdout is not None
+        connection = await asyncio.to_thread(_printed_connection_string, process.stdout)
+        async with ServiceBusClient.from_connection_string(connection) as client:
+            async with client.get_queue_sender("sample-orders") as sender:
+                await sender.send_messages(ServiceBusMessage("one espresso"))
+            async with client.get_queue_receiver("sample-replies",
+                                                 max_wait_time=30) as receiver:
+                replies = await receiver.receive_messages(max_message_count=1,
+                                                          max_wait_time=30)
+                for reply in replies:
+                    await receiver.complete_message(reply)
+        assert [str(r) for r in replies] == ["handled:one espresso"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output.decode()
+
+
+def _printed_connection_string(stdout) -> str:
+    for line in stdout:
+        if line.startswith(b"Endpoint=sb://"):
+            return line.decode().strip()
+    raise AssertionError("devstack up printed no connection string")
