@@ -15,9 +15,14 @@ from agents.backbone import (
     MessageProcessor,
     OutboxRelay,
     OutboxRow,
+    SagaDefinition,
+    SagaEngine,
+    SagaStep,
     ServiceBusPublisher,
     Settlement,
     parse_servicebus,
+    reply_destination,
+    reply_for,
     state_table,
 )
 from devstack.server import DevStack
@@ -28,7 +33,7 @@ from tests.integration.backbone.servicebus_pump import pump, receive_until
 from tests.integration.backbone.test_settle_after_dispatch import CrashingPublisher
 
 QUEUES = ("bb-relay", "bb-dedupe", "bb-scheduled", "bb-commands", "bb-events", "bb-poison",
-          "bb-outage")
+          "bb-outage", "bb-saga", "bb-inventory", "bb-alerts")
 MAX_DELIVERY_COUNT = 3
 
 
@@ -199,3 +204,33 @@ def increment_to(destination: str):
                                                       "by": event.data["by"]},
                               source="/tests"), destination=destination)
     return handler
+
+
+def test_a_saga_step_deadline_is_a_scheduled_message_that_triggers_compensation(
+    client, table, schemas, sb_processor
+):
+    definition = SagaDefinition(
+        name="reservation", source="/tests/orders", reply_to="bb-saga",
+        alert_destination="bb-alerts",
+        steps=(SagaStep("reserve", "stock.reserve", "bb-inventory",
+                        compensation="stock.release", timeout=timedelta(seconds=1)),
+               SagaStep("ship", "shipping.ship", "bb-inventory")),
+    )
+    engine = SagaEngine(definition, registry=schemas)
+
+    def inventory(command, uow):
+        if command.type == "stock.release":  # the reservation itself is never answered
+            uow.emit(reply_for(command, succeeded=True, source="/tests/inventory"),
+                     destination=reply_destination(command))
+
+    started = datetime.now(UTC)
+    sb_processor.run("r1", lambda uow: engine.start(uow, {}), inbox_id="start-r1")
+    consumers = {
+        "bb-inventory": sdk_consumer(sb_processor, schemas, inventory, partition_key="inv"),
+        "bb-saga": sdk_consumer(sb_processor, schemas, engine.handle),
+    }
+    pump(client, consumers, until=lambda _: SagaEngine.view(table, "r1").terminal)
+    view = SagaEngine.view(table, "r1")
+    assert (view.status, view.failure) == ("compensated", {"step": "reserve",
+                                                           "reason": "timeout"})
+    assert datetime.now(UTC) - started >= timedelta(seconds=1)
