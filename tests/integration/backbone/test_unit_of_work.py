@@ -167,9 +167,12 @@ def test_storage_requests_per_handled_message_are_counted(
     processor: MessageProcessor, counter: RequestCounter, publisher: BrokerPublisher
 ):
     fresh = processor.handle(increment_command("c1"), increment)
-    existing = processor.handle(increment_command("c1"), increment)
-    assert fresh.requests == 3     # read (missing), $batch commit, $batch mark-dispatched
-    assert existing.requests == 3  # read state, $batch commit, $batch mark-dispatched
+    command = increment_command("c1")
+    existing = processor.handle(command, increment)
+    duplicate = processor.handle(command, increment)
+    assert fresh.requests == 3      # read (missing), $batch commit, $batch mark-dispatched
+    assert existing.requests == 3   # read state, $batch commit, $batch mark-dispatched
+    assert duplicate.requests == 3  # read state, rejected $batch, query pending rows
     assert counter.total >= 6
 
 
