@@ -4,14 +4,16 @@ including the aio Blob checkpoint store on Azurite."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from azure.eventhub import EventData
 from azure.eventhub.aio import EventHubConsumerClient, EventHubProducerClient
-from azure.eventhub.exceptions import ConnectionLostError
+from azure.eventhub.exceptions import ConnectionLostError, EventHubError
 from azure.eventhub.extensions.checkpointstoreblobaio import BlobCheckpointStore
 from azure.storage.blob.aio import BlobServiceClient
 
@@ -216,3 +218,103 @@ async def split_then_resume(eventhubs: EventHubsServer, store: BlobCheckpointSto
     finally:
         await restarted.close()
     assert sorted(received) == [f"new {pid}" for pid in sorted(PARTITIONS)]
+
+
+async def send(server: EventHubsServer, bodies: list[str], **kwargs: Any) -> None:
+    async with producer(server, kwargs.pop("hub", "eh1")) as client:
+        await client.send_batch([EventData(body) for body in bodies], **kwargs)
+
+
+async def test_unknown_hub_is_reported(eventhubs: EventHubsServer) -> None:
+    client = EventHubProducerClient.from_connection_string(
+        eventhubs.connection_string, eventhub_name="no-such-hub", retry_total=0
+    )
+    async with client:
+        with pytest.raises(EventHubError, match="no-such-hub"):
+            await client.get_eventhub_properties()
+
+
+async def test_batches_without_partition_rotate_over_all_partitions(
+    eventhubs: EventHubsServer,
+) -> None:
+    for n in range(4):
+        await send(eventhubs, [f"batch {n}"], hub="fraud-payments")
+    receiver = AsyncReceiver(eventhubs, "fraud-payments", starting_position="-1")
+    try:
+        await receiver.wait_for(4)
+    finally:
+        await receiver.close()
+    assert sorted(pid for pid, _ in receiver.events) == ["0", "1", "2", "3"]
+
+
+async def test_events_carry_offset_sequence_number_enqueued_time(
+    eventhubs: EventHubsServer,
+) -> None:
+    await send(eventhubs, ["x", "y", "z"], partition_id="1")
+    receiver = AsyncReceiver(eventhubs, partition_id="1", starting_position="-1")
+    try:
+        await receiver.wait_for(3)
+    finally:
+        await receiver.close()
+    events = [event for _, event in receiver.events]
+    assert [event.sequence_number for event in events] == [0, 1, 2]
+    assert all(isinstance(event.offset, str) for event in events)
+    assert events[0].offset == "0" and int(events[1].offset or 0) > 0
+    assert all(event.enqueued_time is not None for event in events)
+
+
+async def test_receive_starts_after_an_offset(eventhubs: EventHubsServer) -> None:
+    await send(eventhubs, ["e0", "e1", "e2"], partition_id="0")
+    first = AsyncReceiver(eventhubs, partition_id="0", starting_position="-1")
+    try:
+        await first.wait_for(3)
+    finally:
+        await first.close()
+    second_offset = first.events[1][1].offset
+    after = AsyncReceiver(eventhubs, partition_id="0", starting_position=second_offset)
+    try:
+        assert await after.wait_for(1) == ["e2"]
+    finally:
+        await after.close()
+
+
+async def test_receive_from_an_enqueued_time_skips_older_events(
+    eventhubs: EventHubsServer,
+) -> None:
+    await send(eventhubs, ["old"], partition_id="0")
+    async with producer(eventhubs) as client:
+        old_time = (await client.get_partition_properties("0"))["last_enqueued_time_utc"]
+    # Enqueued times have millisecond resolution: let the clock move past the old one's.
+    later = old_time + datetime.timedelta(milliseconds=2)
+    await wait_until(lambda: datetime.datetime.now(datetime.UTC) > later, "the clock")
+    await send(eventhubs, ["new"], partition_id="0")
+    receiver = AsyncReceiver(eventhubs, partition_id="0", starting_position=old_time)
+    try:
+        assert await receiver.wait_for(1) == ["new"]
+    finally:
+        await receiver.close()
+
+
+async def test_receive_from_latest_gets_only_new_events(eventhubs: EventHubsServer) -> None:
+    await send(eventhubs, ["before"], partition_id="0")
+    receiver = AsyncReceiver(eventhubs, partition_id="0", starting_position="@latest")
+    try:
+        await wait_until(lambda: eventhubs.readers("eh1", "0") == 1, "the receiver to attach")
+        await send(eventhubs, ["after"], partition_id="0")
+        assert await receiver.wait_for(1) == ["after"]
+    finally:
+        await receiver.close()
+
+
+async def test_lower_owner_level_is_refused(eventhubs: EventHubsServer) -> None:
+    high = AsyncReceiver(eventhubs, partition_id="0", owner_level=5, starting_position="-1")
+    await wait_until(lambda: eventhubs.readers("eh1", "0") == 1, "the exclusive receiver")
+    low = AsyncReceiver(eventhubs, partition_id="0", owner_level=4, starting_position="-1")
+    try:
+        await wait_until(lambda: bool(low.errors), "the lower receiver to be refused")
+        assert isinstance(low.errors[0], ConnectionLostError)
+        assert "owner level 5 is active" in str(low.errors[0])
+        assert high.errors == []
+    finally:
+        await low.close()
+        await high.close()
