@@ -33,6 +33,10 @@ T = TypeVar("T")
 RETURN_BINDING = "$return"
 
 
+class FunctionTimeout(TimeoutError):
+    """The invocation ran past host.json's functionTimeout."""
+
+
 class OutputSlot(func.Out[T], Generic[T]):
     """The `func.Out[T]` a function sets; sent by the host after the function succeeds."""
 
@@ -169,8 +173,9 @@ class Invoker:
     """Runs functions: async ones on the loop, sync ones in a thread pool, like the worker."""
 
     def __init__(self, *, function_directory: str, outputs: OutputSender,
-                 max_workers: int = 16) -> None:
+                 max_workers: int = 16, function_timeout: float | None = None) -> None:
         self._function_directory = function_directory
+        self._timeout = function_timeout
         self._send_output = outputs
         self._pool = ThreadPoolExecutor(max_workers=max_workers,
                                         thread_name_prefix="devstack-function")
@@ -238,10 +243,17 @@ class Invoker:
 
     async def _call(self, spec: FunctionSpec, arguments: dict[str, Any]) -> Any:
         if spec.is_async:
-            return await spec.handler(**arguments)
-        loop = asyncio.get_running_loop()
-        call = functools.partial(contextvars.copy_context().run, spec.handler, **arguments)
-        return await loop.run_in_executor(self._pool, call)
+            running: Awaitable[Any] = spec.handler(**arguments)
+        else:
+            loop = asyncio.get_running_loop()
+            call = functools.partial(contextvars.copy_context().run, spec.handler, **arguments)
+            running = loop.run_in_executor(self._pool, call)
+        try:
+            return await asyncio.wait_for(running, self._timeout)
+        except TimeoutError:
+            # A sync function's thread cannot be stopped; Azure would recycle the host here.
+            raise FunctionTimeout(f"Timeout value of {self._timeout}s exceeded by function "
+                                  f"'Functions.{spec.name}'") from None
 
     async def _send_outputs(self, spec: FunctionSpec, slots: Mapping[str, OutputSlot[Any]],
                             result: Any) -> None:

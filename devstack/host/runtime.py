@@ -20,6 +20,7 @@ from devstack.host.settings import (
     AppSettings,
     HostConfig,
     SettingsError,
+    parse_timespan,
     restore_environment,
 )
 from devstack.host.timer import TimerListener, schedule_monitor
@@ -53,7 +54,10 @@ class FunctionsHost:
         self.keys = HostKeys.from_settings(self.settings)
         self.functions: list[FunctionSpec] = []
         self._outputs = OutputSenders(self.settings)
-        self.invoker = Invoker(function_directory=str(self.app_dir), outputs=self._outputs.send)
+        timeout = self.config.document.get("functionTimeout")
+        self.invoker = Invoker(
+            function_directory=str(self.app_dir), outputs=self._outputs.send,
+            function_timeout=parse_timespan(str(timeout)).total_seconds() if timeout else None)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._previous_environment: dict[str, str | None] = {}

@@ -96,3 +96,18 @@ async def test_route_prefix_comes_from_host_json(tmp_path, azurite):
             assert r.status == 200
         async with http.get(f"{host.base_url}/api/hello/ada") as r:
             assert r.status == 404
+
+
+async def test_invocation_past_function_timeout_fails(tmp_path):
+    (tmp_path / "function_app.py").write_text((SAMPLE_APP / "function_app.py").read_text())
+    (tmp_path / "local.settings.json").write_text(
+        (SAMPLE_APP / "local.settings.json").read_text())
+    (tmp_path / "host.json").write_text(json.dumps(
+        {"version": "2.0", "functionTimeout": "00:00:00.2"}))
+    async with FunctionsHost(tmp_path, functions=["slow"]) as host, \
+            aiohttp.ClientSession() as http:
+        async with http.get(f"{host.base_url}/api/slow?seconds=0") as r:
+            assert r.status == 200
+        async with http.get(f"{host.base_url}/api/slow?seconds=30") as r:
+            assert r.status == 500
+    assert "Timeout value of 0.2s exceeded" in (host.invoker.records[-1].error or "")

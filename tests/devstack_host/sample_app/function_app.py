@@ -38,6 +38,12 @@ def broken(req: func.HttpRequest) -> func.HttpResponse:
     raise RuntimeError("this function always fails")
 
 
+@app.route(route="slow", auth_level=func.AuthLevel.ANONYMOUS)
+async def slow(req: func.HttpRequest) -> str:
+    await asyncio.sleep(float(req.params.get("seconds", "0")))
+    return "done"
+
+
 @app.timer_trigger(schedule="%TICK_SCHEDULE%", arg_name="timer", run_on_startup=True)
 @app.blob_output(arg_name="seen", path="observations/tick/{rand-guid}.json",
                  connection="AzureWebJobsStorage")
