@@ -7,6 +7,7 @@ Any SDK failure raises `PublishFailed`; the rows then stay pending.
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
@@ -103,18 +104,23 @@ class ServiceBusPublisher:
         self._client = client
         self._topics = frozenset(topics)
         self._senders: dict[str, ServiceBusSender] = {}
+        # The SDK's sync senders are not thread-safe; the Functions worker calls from a pool.
+        self._lock = threading.Lock()
 
     def publish(self, rows: Sequence[OutboxRow]) -> None:
-        for destination, group in by_destination(rows).items():
-            try:
-                self._send(self._sender(destination), group)
-            except _SDK_ERRORS as error:
-                raise PublishFailed(f"Service Bus send to {destination} failed: {error}") from error
+        with self._lock:
+            for destination, group in by_destination(rows).items():
+                try:
+                    self._send(self._sender(destination), group)
+                except _SDK_ERRORS as error:
+                    raise PublishFailed(
+                        f"Service Bus send to {destination} failed: {error}") from error
 
     def close(self) -> None:
-        for sender in self._senders.values():
-            sender.close()
-        self._senders.clear()
+        with self._lock:
+            for sender in self._senders.values():
+                sender.close()
+            self._senders.clear()
 
     def _sender(self, destination: str) -> ServiceBusSender:
         if destination not in self._senders:
@@ -167,6 +173,8 @@ class EventHubsPublisher:
     ) -> None:
         self._producers = producers
         self.partition_keys = partition_keys or PartitionKeys()
+        # One send at a time per publisher: the sync producer is shared across threads.
+        self._lock = threading.Lock()
 
     def publish(self, rows: Sequence[OutboxRow]) -> None:
         for hub, group in by_destination(rows).items():
@@ -176,8 +184,9 @@ class EventHubsPublisher:
             for row in group:
                 by_key[self.partition_keys.for_event(row.envelope)].append(row)
             try:
-                for key, keyed in by_key.items():
-                    self._send(producer, key, keyed)
+                with self._lock:
+                    for key, keyed in by_key.items():
+                        self._send(producer, key, keyed)
             except _SDK_ERRORS as error:
                 raise PublishFailed(f"Event Hubs send to {hub} failed: {error}") from error
 

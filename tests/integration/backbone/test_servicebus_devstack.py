@@ -4,6 +4,7 @@ devstack's Service Bus (AMQP 1.0 on loopback) and Azurite."""
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -32,8 +33,8 @@ from tests.integration.backbone.faults import OutageTransport, StorageOutage
 from tests.integration.backbone.servicebus_pump import pump, receive_until
 from tests.integration.backbone.test_settle_after_dispatch import CrashingPublisher
 
-QUEUES = ("bb-relay", "bb-dedupe", "bb-scheduled", "bb-commands", "bb-events", "bb-poison",
-          "bb-outage", "bb-saga", "bb-inventory", "bb-alerts")
+QUEUES = ("bb-shared", "bb-relay", "bb-dedupe", "bb-scheduled", "bb-commands", "bb-events",
+          "bb-poison", "bb-outage", "bb-saga", "bb-inventory", "bb-alerts")
 MAX_DELIVERY_COUNT = 3
 
 
@@ -82,6 +83,27 @@ def test_rows_arrive_with_message_id_and_cloudevent_properties(client, sb_publis
     assert received[0].application_properties[b"cloudEvents_type"] == b"counter.incremented"
     assert [parse_servicebus(b"".join(m.body), m.application_properties, registry=schemas)
             for m in received] == [r.envelope for r in sent]
+
+
+def test_one_publisher_shared_by_worker_threads_sends_every_row_once(client, sb_publisher):
+    batches = [outbox_rows("bb-shared", 5) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def publish(rows) -> None:
+        try:
+            sb_publisher.publish(rows)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=publish, args=(rows,)) for rows in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    received = receive_until(client, "bb-shared", lambda got: len(got) >= 20)
+    assert sorted(m.message_id for m in received) == sorted(
+        row.message_id for rows in batches for row in rows)
 
 
 def test_a_resent_row_is_dropped_by_duplicate_detection(client, sb_publisher):
