@@ -206,3 +206,9 @@ def test_the_apps_event_grid_config_declares_the_triage_subscription():
     assert (subscription.retry.max_delivery_attempts, subscription.retry.event_ttl_minutes) == (
         30, 1440)
     assert subscription.dead_letter_container == "eventgrid-deadletter"
+
+
+async def test_event_over_one_megabyte_is_refused_with_413(grid):
+    with pytest.raises(HttpResponseError) as refused:
+        await published(grid, "triage-helpdesk", [ticket(blob="x" * (1024 * 1024 + 1))])
+    assert refused.value.status_code == 413

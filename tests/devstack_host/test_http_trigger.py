@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import aiohttp
+from azure.data.tables.aio import TableServiceClient
 
 from devstack.host import FunctionsHost
 from tests.devstack_host.conftest import FUNCTION_KEY, MASTER_KEY, SAMPLE_APP
@@ -111,3 +112,13 @@ async def test_invocation_past_function_timeout_fails(tmp_path):
         async with http.get(f"{host.base_url}/api/slow?seconds=30") as r:
             assert r.status == 500
     assert "Timeout value of 0.2s exceeded" in (host.invoker.records[-1].error or "")
+
+
+async def test_table_output_binding_writes_the_entity(start_host, azurite):
+    host = await start_host("record_visit")
+    async with aiohttp.ClientSession() as http, http.post(
+            f"{host.base_url}/api/visits/ada", data=b"visit-1") as r:
+        assert r.status == 202
+    async with TableServiceClient.from_connection_string(azurite.connection_string) as tables:
+        entity = await tables.get_table_client("visits").get_entity("ada", "visit-1")
+    assert (entity["PartitionKey"], entity["RowKey"]) == ("ada", "visit-1")

@@ -44,6 +44,14 @@ async def slow(req: func.HttpRequest) -> str:
     return "done"
 
 
+@app.route(route="visits/{visitor}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@app.table_output(arg_name="visit", table_name="visits", connection="AzureWebJobsStorage")
+def record_visit(req: func.HttpRequest, visit: func.Out[str]) -> func.HttpResponse:
+    visitor = req.route_params["visitor"]
+    visit.set(json.dumps({"PartitionKey": visitor, "RowKey": req.get_body().decode()}))
+    return func.HttpResponse(status_code=202)
+
+
 @app.timer_trigger(schedule="%TICK_SCHEDULE%", arg_name="timer", run_on_startup=True)
 @app.blob_output(arg_name="seen", path="observations/tick/{rand-guid}.json",
                  connection="AzureWebJobsStorage")
@@ -173,3 +181,11 @@ async def sb_slow_received(msg: func.ServiceBusMessage, seen: func.Out[str]) -> 
     finally:
         _in_flight["sb_slow_received"] -= 1
     seen.set(json.dumps({"body": msg.get_body().decode(), "in_flight": running_with_me}))
+
+
+@app.service_bus_queue_trigger(arg_name="msgs", queue_name="sample-batches",
+                               connection="SAMPLE_SERVICEBUS", cardinality="many")
+@app.blob_output(arg_name="seen", path="observations/batches/{rand-guid}.json",
+                 connection="AzureWebJobsStorage")
+def sb_batch_received(msgs: list[func.ServiceBusMessage], seen: func.Out[str]) -> None:
+    seen.set(json.dumps([m.get_body().decode() for m in msgs]))
