@@ -9,7 +9,7 @@ import heapq
 import itertools
 import logging
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -86,6 +86,9 @@ class MessageEntity:
         self.locks: dict[uuid.UUID, StoredMessage] = {}
         self.consumers: list[Consumer] = []
         self.sessions: dict[str, MessageSession] = {}
+        self.arrivals: deque[int] = deque()
+        """Sequence numbers in enqueue order of messages with the default TTL: they expire
+        in this order, so no timer per message is needed."""
         self.dead_letter: MessageEntity | None = None
         if not is_dead_letter:
             dead_settings = EntitySettings(
@@ -120,7 +123,10 @@ class MessageEntity:
             ttl = min(ttl, message.ttl_ms)
         message.expires_ms = now + int(ttl)
         self.messages[message.sequence_number] = message
-        self.broker.watch_expiry(self, message)
+        if ttl < self.settings.default_ttl * 1000:
+            self.broker.watch_expiry(self, message)
+        else:
+            self.arrivals.append(message.sequence_number)
         self._make_available(message)
 
     def _make_available(self, message: StoredMessage) -> None:
@@ -283,6 +289,22 @@ class MessageEntity:
         copy.expires_ms = 2**62
         dead.messages[copy.sequence_number] = copy
         dead._make_available(copy)
+
+    def expire_due(self, now: int) -> None:
+        """Expire default-TTL messages whose time has come, oldest first."""
+        arrivals = self.arrivals
+        messages = self.messages
+        while arrivals:
+            message = messages.get(arrivals[0])
+            if message is None:
+                arrivals.popleft()
+                continue
+            if message.expires_ms > now:
+                return
+            if message.lock_token is not None:
+                return
+            arrivals.popleft()
+            self.expire(message)
 
     def expire(self, message: StoredMessage) -> None:
         if message.sequence_number not in self.messages or message.lock_token is not None:
@@ -527,9 +549,10 @@ class Broker:
         path = path.lower()
         if self.faults is not None:
             self.faults.before_send(path)
-        if message.message_id is not None and path in self.duplicates and \
-                self.duplicates[path].seen(message.message_id):
-            return None
+        if path in self.duplicates:
+            message_id = message.message_id
+            if message_id is not None and self.duplicates[path].seen(message_id):
+                return None
         scheduled = message.annotations.get(SCHEDULED_ENQUEUE_TIME)
         if scheduled is not None and int(scheduled) > now_ms():
             return self.schedule(path, message, int(scheduled))
@@ -612,7 +635,8 @@ class Broker:
                 self._cancelled.discard(sequence_number)
                 continue
             self._scheduled_index.pop(sequence_number, None)
-            message.annotations.pop(SCHEDULED_ENQUEUE_TIME, None)
+            message.annotations = {k: v for k, v in message.annotations.items()
+                                   if k != SCHEDULED_ENQUEUE_TIME}
             self.forward(path, message, 0)
         expiries = self._expiries
         while expiries and expiries[0][0] <= now:
@@ -624,6 +648,9 @@ class Broker:
                 else:
                     heapq.heappush(expiries, (message.locked_until_ms + 1, next(self._tie),
                                               entity, sequence_number))
+        for entity in self.entities.values():
+            if entity.arrivals:
+                entity.expire_due(now)
         sessions = self._sessions
         while sessions and sessions[0][0] <= now:
             _, _, entity, session = heapq.heappop(sessions)

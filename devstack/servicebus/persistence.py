@@ -33,7 +33,6 @@ def _message_record(message: StoredMessage) -> dict[str, Any]:
         "sequence_number": message.sequence_number,
         "bare": _b64(message.bare),
         "annotations": _b64(encoded(message.annotations)),
-        "message_id": _b64(encoded(message.message_id)),
         "session_id": message.session_id,
         "ttl_ms": message.ttl_ms,
         "durable": message.durable,
@@ -51,7 +50,6 @@ def _message(record: dict[str, Any]) -> StoredMessage:
     message = StoredMessage(
         bare=base64.b64decode(record["bare"]),
         annotations=_amqp(record["annotations"]) or {},
-        message_id=_amqp(record["message_id"]),
         session_id=record["session_id"],
         ttl_ms=record["ttl_ms"],
         durable=record["durable"],

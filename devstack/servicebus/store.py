@@ -24,6 +24,7 @@ MESSAGE_STATE = Symbol("x-opt-message-state")
 DEAD_LETTER_SOURCE = Symbol("x-opt-deadletter-source")
 SCHEDULED_ENQUEUE_TIME = Symbol("x-opt-scheduled-enqueue-time")
 PARTITION_KEY = Symbol("x-opt-partition-key")
+_NO_ANNOTATIONS: dict[Any, Any] = {}
 _BROKER_ANNOTATIONS = frozenset(
     {SEQUENCE_NUMBER, ENQUEUED_TIME, LOCKED_UNTIL, LOCK_TOKEN, MESSAGE_STATE}
 )
@@ -56,7 +57,6 @@ class StoredMessage:
         "expires_ms",
         "lock_token",
         "locked_until_ms",
-        "message_id",
         "priority",
         "replay_twice",
         "scheduled_ms",
@@ -70,15 +70,14 @@ class StoredMessage:
         *,
         bare: bytes,
         annotations: dict[Any, Any],
-        message_id: Any,
         session_id: str | None,
         ttl_ms: int | None,
         durable: bool | None = None,
         priority: int | None = None,
     ) -> None:
         self.bare = bare
-        self.annotations = annotations
-        self.message_id = message_id
+        self.annotations = annotations or _NO_ANNOTATIONS
+        """Never changed in place: the empty case is one shared dict, to save memory."""
         self.session_id = session_id
         self.ttl_ms = ttl_ms
         self.durable = durable
@@ -102,13 +101,12 @@ class StoredMessage:
             key: value
             for key, value in message.annotations.items()
             if key not in _BROKER_ANNOTATIONS
-        }
+        } if message.annotations else _NO_ANNOTATIONS
         ttl = message.header_field("ttl")
         group_id = props[10]
         return cls(
             bare=message.bare,
             annotations=annotations,
-            message_id=props[0],
             session_id=str(group_id) if group_id is not None else None,
             ttl_ms=ttl,
             durable=message.header_field("durable"),
@@ -118,8 +116,7 @@ class StoredMessage:
     def copy(self) -> StoredMessage:
         twin = StoredMessage(
             bare=self.bare,
-            annotations=dict(self.annotations),
-            message_id=self.message_id,
+            annotations=self.annotations,
             session_id=self.session_id,
             ttl_ms=self.ttl_ms,
             durable=self.durable,
@@ -156,6 +153,11 @@ class StoredMessage:
         encode_value(out, annotations)
         out += self.bare
         return bytes(out)
+
+    @property
+    def message_id(self) -> Any:
+        """Decoded from the bare bytes when needed (duplicate detection), not kept."""
+        return Message(self.bare).properties[0]
 
     def user_properties(self) -> dict[Any, Any]:
         return Message(self.bare).application_properties
