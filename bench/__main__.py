@@ -3,11 +3,12 @@
 import sys
 from collections.abc import Callable
 
-from bench import orders_bench
+from bench import devstack_bench, orders_bench
 
 # One line per benchmark module: its `main` prints its figures and returns an exit code.
 BENCHMARKS: list[Callable[[], int | None]] = [
     orders_bench.main,
+    devstack_bench.main,
 ]
 
 if __name__ == "__main__":
