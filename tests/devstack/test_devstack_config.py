@@ -152,3 +152,19 @@ def test_cli_refuses_an_invalid_config_naming_the_field(tmp_path):
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 2
     assert "Queues[0].Properties.MaxDeliveryCount: 0 is less than the minimum 1" in stderr
+
+
+def test_json_with_comments_is_read(tmp_path):
+    path = tmp_path / "Config.json"
+    path.write_text("""{
+      "UserConfig": {
+        "Namespaces": [{
+          "Name": "sbemulatorns",
+          "Queues": [{"Name": "q", "Properties": {"MaxDeliveryCount": 4}}], // a comment
+          "Topics": []
+        }],
+        "Logging": {"Type": "File"}
+      }
+    }""")
+    (namespace,) = load_configs([path]).servicebus
+    assert namespace.queues[0].settings.max_delivery_count == 4

@@ -179,3 +179,15 @@ def test_unknown_queue_is_reported_as_not_found(connection_string):
     with ServiceBusClient.from_connection_string(connection_string, retry_total=0) as sb, \
             pytest.raises(MessagingEntityNotFoundError), sb.get_queue_sender("missing") as sender:
         sender.send_messages(ServiceBusMessage("x"))
+
+
+def test_a_message_larger_than_a_frame_round_trips_in_both_modes(client):
+    body = bytes(range(256)) * 800  # 200 KiB: several frames each way
+    with client.get_queue_sender("work") as sender:
+        sender.send_messages([ServiceBusMessage(body), ServiceBusMessage(body)])
+    with client.get_queue_receiver("work") as receiver:
+        (locked,) = receiver.receive_messages(max_wait_time=MAX_WAIT)
+        assert b"".join(locked.body) == body
+        receiver.complete_message(locked)
+    (deleted,) = receive(client, "work", 1, receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE)
+    assert b"".join(deleted.body) == body
