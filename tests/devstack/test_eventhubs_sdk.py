@@ -407,3 +407,31 @@ def test_receiving_from_an_unknown_consumer_group_reports_it(eventhubs: EventHub
     finally:
         receiver.close()
     assert "consumer group 'nobody' does not exist" in str(receiver.errors[0])
+
+
+def test_the_buffered_producer_delivers_keyed_events(eventhubs: EventHubsServer) -> None:
+    sent: dict[str, int] = {}
+    errors: list[Exception] = []
+    client = EventHubProducerClient.from_connection_string(
+        eventhubs.connection_string,
+        eventhub_name="fraud-payments",
+        buffered_mode=True,
+        max_wait_time=0.2,
+        on_success=lambda events, pid: sent.update({pid: sent.get(pid, 0) + len(events)}),
+        on_error=lambda events, pid, error: errors.append(error),
+    )
+    with client:
+        for n in range(20):
+            client.send_event(EventData(f"b{n}"), partition_key=f"card-{n}")
+        client.flush()
+    assert errors == []
+    received = Receiver(eventhubs, "fraud-payments", starting_position="-1")
+    try:
+        received.wait_for(20)
+        per_partition: dict[str, int] = {}
+        for pid, _ in received.events:
+            per_partition[pid] = per_partition.get(pid, 0) + 1
+    finally:
+        received.close()
+    assert per_partition == sent
+    assert sum(sent.values()) == 20
