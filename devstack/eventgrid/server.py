@@ -68,6 +68,11 @@ class LocalEventGrid:
         return self.deliveries[(topic.lower(), subscription.lower())]
 
     async def start(self) -> LocalEventGrid:
+        unattached = [s.name for t in self.config.topics for s in t.subscriptions
+                      if s.function_name and self._function_endpoint is None]
+        if unattached:
+            raise ValueError(f"subscriptions {unattached} deliver to functions, but no "
+                             "Functions host is attached (function_endpoint)")
         self._session = aiohttp.ClientSession()
         for topic in self.config.topics:
             for subscription in topic.subscriptions:
@@ -107,9 +112,7 @@ class LocalEventGrid:
         def endpoint() -> str:
             if subscription.endpoint_url:
                 return subscription.endpoint_url
-            if self._function_endpoint is None or subscription.function_name is None:
-                raise RuntimeError(f"subscription {subscription.name!r} targets a function "
-                                   "but no Functions host is attached")
+            assert self._function_endpoint is not None and subscription.function_name
             return self._function_endpoint(subscription.function_name)
 
         return endpoint

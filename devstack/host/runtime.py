@@ -13,7 +13,12 @@ from aiohttp import web
 
 from devstack.azurite import free_port
 from devstack.host.http import EVENT_GRID_WEBHOOK, HostKeys, HttpFrontDoor
-from devstack.host.index import FunctionSpec, index_functions, load_app
+from devstack.host.index import (
+    RETRY_CAPABLE_TRIGGERS,
+    FunctionSpec,
+    index_functions,
+    load_app,
+)
 from devstack.host.invocation import Invoker
 from devstack.host.outputs import OutputSenders
 from devstack.host.settings import (
@@ -86,6 +91,10 @@ class FunctionsHost:
                      ",".join(sorted(route.methods)) or "ALL", self.base_url,
                      route.template.template)
         for spec in self.functions:
+            if spec.retry and spec.trigger_type not in RETRY_CAPABLE_TRIGGERS:
+                log.warning("Function 'Functions.%s': retry policies do not apply to %s "
+                            "triggers; the policy is ignored, as on Azure", spec.name,
+                            spec.trigger_type)
             try:
                 listener = self._listener(spec)
             except (SettingsError, ValueError) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -58,19 +59,19 @@ async def grid(start_host, azurite, dead_letter_container):
         yield event_grid
 
 
-def ticket(event_type: str = CREATED, **data: object) -> CloudEvent:
+def ticket(event_type: str = CREATED, **data: object) -> CloudEvent[dict[str, object]]:
     return CloudEvent(source="/helpdesk", type=event_type, subject=f"/tickets/{uuid.uuid4()}",
                       data={"title": "printer on fire", **data})
 
 
-async def published(event_grid: LocalEventGrid, topic: str, events: list,
+async def published(event_grid: LocalEventGrid, topic: str, events: list[Any],
                     credential=None) -> None:
     async with EventGridPublisherClient(event_grid.topic_endpoint(topic),
                                         credential or AzureKeyCredential(DEV_TOPIC_KEY)) as c:
         await c.send(events)
 
 
-async def observed(azurite, prefix: str, event_id: str) -> list[dict]:
+async def observed(azurite, prefix: str, event_id: str) -> list[dict[str, Any]]:
     found = await read_json_blobs(azurite.connection_string, "observations", prefix)
     return [seen for seen in found if seen["id"] == event_id]
 
@@ -182,7 +183,11 @@ async def test_webhook_answering_400_is_dead_lettered_without_retry(azurite,
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        config = grid_config(dead_letter_container, webhook=f"http://127.0.0.1:{port}/hook")
+        webhook_only = grid_config(dead_letter_container,
+                                   webhook=f"http://127.0.0.1:{port}/hook").topic(
+                                       "triage-helpdesk")
+        assert webhook_only is not None
+        config = EventGridConfig(topics=(webhook_only,))
         async with LocalEventGrid(config, dead_letter_storage=azurite.connection_string,
                                   delay_scale=0.001) as event_grid:
             await published(event_grid, "triage-helpdesk", [ticket()])
@@ -212,3 +217,8 @@ async def test_event_over_one_megabyte_is_refused_with_413(grid):
     with pytest.raises(HttpResponseError) as refused:
         await published(grid, "triage-helpdesk", [ticket(blob="x" * (1024 * 1024 + 1))])
     assert refused.value.status_code == 413
+
+
+async def test_function_destination_without_a_host_is_refused_at_start(dead_letter_container):
+    with pytest.raises(ValueError, match="no Functions host is attached"):
+        await LocalEventGrid(grid_config(dead_letter_container)).start()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from azure.core.credentials import AzureKeyCredential
@@ -67,10 +68,10 @@ async def test_serve_app_wires_the_event_grid_config_to_the_hosts_webhook(azurit
         await serving
 
 
-async def _ticket(storage: str, event_id: str) -> dict | None:
+async def _ticket(storage: str, event_id: str) -> dict[str, Any] | None:
     for seen in await read_json_blobs(storage, "observations", "tickets/"):
         if seen["id"] == event_id:
-            return seen
+            return dict(seen)
     return None
 
 
@@ -146,5 +147,5 @@ async def test_up_with_app_points_emulator_connection_settings_at_its_port(azuri
 def _printed_connection_string(stdout) -> str:
     for line in stdout:
         if line.startswith(b"Endpoint=sb://"):
-            return line.decode().strip()
+            return str(line.decode()).strip()
     raise AssertionError("devstack up printed no connection string")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
+from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage, ServiceBusSubQueue
 from azure.servicebus.aio import ServiceBusClient
 
 from tests.devstack_host.helpers import eventually, read_json_blobs
@@ -17,7 +17,7 @@ async def send(connection: str, queue: str, *messages: ServiceBusMessage) -> Non
 
 
 async def receive(connection: str, queue: str, *, dead_letters: bool = False,
-                  wait: float = 1.0) -> list:
+                  wait: float = 1.0) -> list[ServiceBusReceivedMessage]:
     async with ServiceBusClient.from_connection_string(connection) as client:
         sub_queue = ServiceBusSubQueue.DEAD_LETTER if dead_letters else None
         async with client.get_queue_receiver(queue, sub_queue=sub_queue,

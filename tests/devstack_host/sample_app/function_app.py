@@ -148,7 +148,7 @@ def eh_payments_received(events: list[func.EventHubEvent], seen: func.Out[str]) 
     seen.set(json.dumps([{"body": e.get_body().decode(), "sequence_number": e.sequence_number,
                           "offset": e.offset, "partition_key": e.partition_key,
                           "enqueued": e.enqueued_time is not None,
-                          "partition": e.metadata["PartitionContext"]["PartitionId"]}
+                          "partition": (e.metadata or {})["PartitionContext"]["PartitionId"]}
                          for e in events]))
 
 
