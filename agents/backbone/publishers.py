@@ -80,8 +80,12 @@ def _properties(envelope: Envelope) -> dict[str | bytes, Any]:
     return dict(application_properties(envelope).items())
 
 
-def to_servicebus_message(row: OutboxRow) -> ServiceBusMessage:
-    """The Service Bus message for one outbox row (structured CloudEvent + properties)."""
+def to_servicebus_message(row: OutboxRow, *, session: bool = False) -> ServiceBusMessage:
+    """The Service Bus message for one outbox row (structured CloudEvent + properties).
+
+    `session=True` sets SessionId = the event's partition key, so a session-enabled entity
+    keeps one aggregate's messages in order (DESIGN 3.9).
+    """
     envelope = row.envelope
     return ServiceBusMessage(
         encode_body(envelope),
@@ -91,6 +95,8 @@ def to_servicebus_message(row: OutboxRow) -> ServiceBusMessage:
         subject=envelope.type,
         application_properties=_properties(envelope),
         scheduled_enqueue_time_utc=row.scheduled_at,
+        session_id=(envelope.partitionkey or envelope.subject or envelope.id) if session
+        else None,
     )
 
 
@@ -98,11 +104,14 @@ class ServiceBusPublisher:
     """Sends rows in `ServiceBusMessageBatch`es, one sender per queue or topic.
 
     `topics` names the destinations that are topics; every other destination is a queue.
+    `sessions` names the session-enabled ones (SessionId = the event's partition key).
     """
 
-    def __init__(self, client: ServiceBusClient, *, topics: Collection[str] = ()) -> None:
+    def __init__(self, client: ServiceBusClient, *, topics: Collection[str] = (),
+                 sessions: Collection[str] = ()) -> None:
         self._client = client
         self._topics = frozenset(topics)
+        self._sessions = frozenset(sessions)
         self._senders: dict[str, ServiceBusSender] = {}
         # The SDK's sync senders are not thread-safe; the Functions worker calls from a pool.
         self._lock = threading.Lock()
@@ -111,7 +120,8 @@ class ServiceBusPublisher:
         with self._lock:
             for destination, group in by_destination(rows).items():
                 try:
-                    self._send(self._sender(destination), group)
+                    self._send(self._sender(destination), group,
+                               session=destination in self._sessions)
                 except _SDK_ERRORS as error:
                     raise PublishFailed(
                         f"Service Bus send to {destination} failed: {error}") from error
@@ -132,10 +142,10 @@ class ServiceBusPublisher:
         return self._senders[destination]
 
     @staticmethod
-    def _send(sender: ServiceBusSender, rows: list[OutboxRow]) -> None:
+    def _send(sender: ServiceBusSender, rows: list[OutboxRow], *, session: bool) -> None:
         batch: ServiceBusMessageBatch = sender.create_message_batch()
         for row in rows:
-            message = to_servicebus_message(row)
+            message = to_servicebus_message(row, session=session)
             try:
                 batch.add_message(message)
             except ValueError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -34,16 +35,16 @@ from tests.integration.backbone.servicebus_pump import pump, receive_until
 from tests.integration.backbone.test_settle_after_dispatch import CrashingPublisher
 
 QUEUES = ("bb-shared", "bb-relay", "bb-dedupe", "bb-scheduled", "bb-commands", "bb-events",
-          "bb-poison", "bb-outage", "bb-saga", "bb-inventory", "bb-alerts")
+          "bb-poison", "bb-outage", "bb-saga", "bb-inventory", "bb-alerts", "bb-sessions")
 MAX_DELIVERY_COUNT = 3
 
 
 def queue(name: str) -> dict:
-    return {"Name": name, "Properties": {
+    return {"Name": name, "Properties": {"RequiresSession": name.endswith("-sessions"),
         "DeadLetteringOnMessageExpiration": False, "DefaultMessageTimeToLive": "PT1H",
         "DuplicateDetectionHistoryTimeWindow": "PT5M", "ForwardDeadLetteredMessagesTo": "",
         "ForwardTo": "", "LockDuration": "PT1M", "MaxDeliveryCount": MAX_DELIVERY_COUNT,
-        "RequiresDuplicateDetection": True, "RequiresSession": False}}
+        "RequiresDuplicateDetection": True}}
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +105,27 @@ def test_one_publisher_shared_by_worker_threads_sends_every_row_once(client, sb_
     received = receive_until(client, "bb-shared", lambda got: len(got) >= 20)
     assert sorted(m.message_id for m in received) == sorted(
         row.message_id for rows in batches for row in rows)
+
+
+def test_a_session_enabled_queue_keeps_each_aggregate_in_its_own_ordered_session(client):
+    publisher = ServiceBusPublisher(client, sessions={"bb-sessions"})
+    now = datetime.now(UTC)
+    sent = [OutboxRow.new(key, Envelope.new("counter.incremented", {"total": n, "by": 1},
+                                            source="/tests", subject=key),
+                          destination="bb-sessions", scheduled_at=None, created_at=now)
+            for n in range(4) for key in ("acct-a", "acct-b")]
+    publisher.publish(sent)
+    publisher.close()
+    with client.get_queue_receiver("bb-sessions", session_id="acct-b") as receiver:
+        received = []
+        deadline = time.monotonic() + 30
+        while len(received) < 4 and time.monotonic() < deadline:
+            received += receiver.receive_messages(max_message_count=10, max_wait_time=0.5)
+        for message in received:
+            receiver.complete_message(message)
+    assert [m.message_id for m in received] == [
+        row.message_id for row in sent if row.envelope.subject == "acct-b"]
+    assert {m.session_id for m in received} == {"acct-b"}
 
 
 def test_a_resent_row_is_dropped_by_duplicate_detection(client, sb_publisher):

@@ -114,3 +114,8 @@ def test_bodies_that_are_not_cloudevents_are_invalid(body, reason, schemas):
     with pytest.raises(InvalidEvent) as raised:
         parse_servicebus(body, {}, registry=schemas)
     assert raised.value.reason == reason
+
+
+def test_a_session_enabled_destination_gets_the_partition_key_as_session_id(event):
+    assert to_servicebus_message(row(event), session=True).session_id == event.partitionkey
+    assert to_servicebus_message(row(event)).session_id is None
