@@ -174,3 +174,41 @@ def stamp_event(
             insert_at = start
             break
     return message[:insert_at] + _annotations_section(entries, item_count) + message[insert_at:]
+
+
+LAST_ENQUEUED_SEQUENCE_NUMBER = b"last_enqueued_sequence_number"
+LAST_ENQUEUED_OFFSET = b"last_enqueued_offset"
+LAST_ENQUEUED_TIME = b"last_enqueued_time_utc"
+RETRIEVAL_TIME = b"runtime_info_retrieval_time_utc"
+
+
+def runtime_metric_section(
+    last_sequence_number: int, last_offset: str, last_enqueued_ms: int, retrieved_ms: int
+) -> bytes:
+    """Delivery annotations describing the partition's last event (receiver runtime metric)."""
+    body = (
+        _symbol(LAST_ENQUEUED_SEQUENCE_NUMBER)
+        + b"\x81"
+        + struct.pack(">q", last_sequence_number)
+        + _symbol(LAST_ENQUEUED_OFFSET)
+        + _string(last_offset.encode())
+        + _symbol(LAST_ENQUEUED_TIME)
+        + b"\x83"
+        + struct.pack(">q", last_enqueued_ms)
+        + _symbol(RETRIEVAL_TIME)
+        + b"\x83"
+        + struct.pack(">q", retrieved_ms)
+    )
+    return b"\x00\x53\x71\xd1" + struct.pack(">II", len(body) + 4, 8) + body
+
+
+def with_delivery_annotations(event: bytes, section: bytes) -> bytes:
+    """`event` with a delivery-annotations `section` in its place: after the header, if any.
+
+    Stored events never carry delivery annotations (they are per delivery, and the service
+    drops the sender's), so the section is inserted, not merged.
+    """
+    if event.startswith(b"\x00\x53\x70"):
+        header_end = _value_end(event, 0)
+        return event[:header_end] + section + event[header_end:]
+    return section + event

@@ -7,6 +7,7 @@ properties are READ from `$management`.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol
 
 from devstack.amqp.codec import Described, Timestamp
@@ -21,7 +22,13 @@ from devstack.amqp.node import (
     Node,
     management_error,
 )
-from devstack.eventhubs.amqp_message import InvalidMessage, batch_messages, partition_key_of
+from devstack.eventhubs.amqp_message import (
+    InvalidMessage,
+    batch_messages,
+    partition_key_of,
+    runtime_metric_section,
+    with_delivery_annotations,
+)
 from devstack.eventhubs.namespace import (
     NOT_FOUND,
     EventHubsError,
@@ -38,6 +45,7 @@ from devstack.eventhubs.positions import (
 
 MANAGEMENT_ADDRESS = "$management"
 OWNER_LEVEL_PROPERTY = "com.microsoft:epoch"
+RUNTIME_METRIC_CAPABILITY = "com.microsoft:enable-receiver-runtime-metric"
 EVENTHUB_TYPE = "com.microsoft:eventhub"
 PARTITION_TYPE = "com.microsoft:partition"
 
@@ -97,11 +105,16 @@ class _PartitionReceiver(LinkHandler):
     allows, pushed on flow and on every append (no task per link or per event)."""
 
     def __init__(
-        self, namespace: EventHubsNamespace, partition: PartitionLog, next_index: int
+        self,
+        namespace: EventHubsNamespace,
+        partition: PartitionLog,
+        next_index: int,
+        runtime_metric: bool,
     ) -> None:
         self._namespace = namespace
         self._partition = partition
         self._next_index = next_index
+        self._runtime_metric = runtime_metric
         self._link: Link | None = None
         self.reader: PartitionReader | None = None
 
@@ -118,6 +131,15 @@ class _PartitionReceiver(LinkHandler):
         if link is None or link.detached or link.credit <= 0:
             return
         events = self._partition.read(self._next_index, link.credit)
+        if events and self._runtime_metric:
+            last = self._partition.properties()
+            section = runtime_metric_section(
+                last.last_enqueued_sequence_number,
+                last.last_enqueued_offset,
+                last.last_enqueued_time_ms,
+                int(time.time() * 1000),
+            )
+            events = [with_delivery_annotations(event, section) for event in events]
         for event in events:
             link.send(event, settled=True)
         self._next_index += len(events)
@@ -194,7 +216,13 @@ class EventHubsNode(Node):
         partition = self.namespace.hub(hub).partition(partition_id)
         position = _start_position(link)
         owner_level = link.properties.get(OWNER_LEVEL_PROPERTY)
-        receiver = _PartitionReceiver(self.namespace, partition, partition.start_index(position))
+        runtime_metric = any(
+            _text(capability) == RUNTIME_METRIC_CAPABILITY
+            for capability in link.desired_capabilities
+        )
+        receiver = _PartitionReceiver(
+            self.namespace, partition, partition.start_index(position), runtime_metric
+        )
         receiver.reader = self.namespace.open_reader(
             hub,
             group,

@@ -17,9 +17,15 @@ from azure.eventhub._buffered_producer._partition_resolver import (
 )
 from azure.eventhub._pyamqp._decode import decode_payload
 from azure.eventhub._pyamqp._encode import encode_payload
-from azure.eventhub._pyamqp.message import Message, Properties
+from azure.eventhub._pyamqp.message import Header, Message, Properties
 
-from devstack.eventhubs.amqp_message import InvalidMessage, partition_key_of, stamp_event
+from devstack.eventhubs.amqp_message import (
+    InvalidMessage,
+    partition_key_of,
+    runtime_metric_section,
+    stamp_event,
+    with_delivery_annotations,
+)
 from devstack.eventhubs.entities import ConfigError, hubs_from_config, load_hubs
 from devstack.eventhubs.namespace import LINK_STOLEN, EventHubsError, EventHubsNamespace
 from devstack.eventhubs.partition_key import (
@@ -145,6 +151,23 @@ def test_stamping_adds_annotations_to_a_message_without_any() -> None:
     assert received.message_annotations[b"x-opt-partition-key"] == b"k"
     assert received.data == [b"x"]
     assert partition_key_of(stored) == "k"
+
+
+def test_runtime_metric_goes_after_the_header_and_decodes() -> None:
+    sent = Message(data=[b"x"], header=Header(durable=True, priority=7))
+    stored = stamp_event(
+        encoded(sent), sequence_number=3, offset=9, enqueued_time_ms=11, partition_key=None
+    )
+    delivered = with_delivery_annotations(stored, runtime_metric_section(5, "700", 12, 13))
+    received = decode_payload(memoryview(delivered))
+    assert received.header.priority == 7
+    assert received.delivery_annotations == {
+        b"last_enqueued_sequence_number": 5,
+        b"last_enqueued_offset": b"700",
+        b"last_enqueued_time_utc": 12,
+        b"runtime_info_retrieval_time_utc": 13,
+    }
+    assert received.message_annotations[b"x-opt-sequence-number"] == 3
 
 
 def test_garbage_is_refused_as_an_invalid_message() -> None:

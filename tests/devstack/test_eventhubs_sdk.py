@@ -435,3 +435,45 @@ def test_the_buffered_producer_delivers_keyed_events(eventhubs: EventHubsServer)
         received.close()
     assert per_partition == sent
     assert sum(sent.values()) == 20
+
+
+def test_tracked_receivers_see_the_last_enqueued_event(eventhubs: EventHubsServer) -> None:
+    send(eventhubs, [EventData(f"e{n}") for n in range(3)], partition_id="0")
+    last_seen: list[dict[str, Any] | None] = []
+    client = EventHubConsumerClient.from_connection_string(
+        eventhubs.connection_string, consumer_group="$default", eventhub_name=HUB
+    )
+
+    def on_event(context: Any, event: EventData | None) -> None:
+        last_seen.append(context.last_enqueued_event_properties)
+
+    worker = threading.Thread(
+        target=client.receive,
+        kwargs={
+            "on_event": on_event,
+            "partition_id": "0",
+            "starting_position": "-1",
+            "track_last_enqueued_event_properties": True,
+        },
+        daemon=True,
+    )
+    worker.start()
+    try:
+        wait_until(lambda: len(last_seen) >= 3, "three events")
+    finally:
+        client.close()
+        worker.join(DEADLINE)
+    with producer(eventhubs) as client_for_properties:
+        partition = client_for_properties.get_partition_properties("0")
+    first = last_seen[0]
+    assert first is not None
+    assert first["sequence_number"] == 2
+    assert first["offset"] == partition["last_enqueued_offset"]
+    assert first["enqueued_time"] == partition["last_enqueued_time_utc"]
+    assert first["retrieval_time"] >= first["enqueued_time"]
+
+
+def test_untracked_receivers_get_no_runtime_metric(eventhubs: EventHubsServer) -> None:
+    send(eventhubs, [EventData("plain")], partition_id="0")
+    (event,) = receive(eventhubs, 1, partition_id="0", starting_position="-1")
+    assert event.raw_amqp_message.delivery_annotations in (None, {})
