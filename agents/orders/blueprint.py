@@ -16,7 +16,7 @@ import azure.functions as func
 
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import PoisonMessage
-from agents.backbone.saga import ALERT, SagaView
+from agents.backbone.saga import ALERT
 from agents.backbone.wire import parse_servicebus
 from agents.orders import bootstrap, entities, handlers
 from agents.orders.edge import IDEMPOTENCY_HEADER, BadRequest, place_order_request, validated
@@ -43,18 +43,19 @@ def _problem(status: int, detail: str) -> func.HttpResponse:
     return _json({"status": status, "detail": detail}, status)
 
 
-def order_view(view: SagaView) -> dict[str, Any]:
+def order_view(record: handlers.OrderRecord) -> dict[str, Any]:
     """What GET /api/orders/{id} shows: the saga's state and its step timeline."""
+    view = record.saga
     in_flight = [name for name, step in view.steps.items()
                  if step["status"] in ("started", "compensating")]
     timeline = []
-    for entry in view.log:
+    for entry, at in zip(view.log, record.times, strict=True):
         what = str(entry["what"])
         status, _, detail = what.partition(": ")
         if what.startswith("sent attempt"):
             status, detail = "sent", what.removeprefix("sent ")
         timeline.append({"step": entry["step"], "phase": entry["phase"], "status": status,
-                         "at": entry.get("at"), "detail": detail})
+                         "at": at.isoformat() if at else None, "detail": detail})
     return {
         "orderId": view.saga_id, "status": view.status,
         "step": in_flight[0] if in_flight else None,
@@ -92,19 +93,19 @@ def place_order(req: func.HttpRequest) -> func.HttpResponse:
     placement = handlers.place_order(order, context)
     if placement.conflict:
         return _problem(409, f"{IDEMPOTENCY_HEADER} was already used with a different body")
-    view = handlers.get_order(order.order_id, context)
-    assert view is not None, "the order was just found or created"
-    return _json(order_view(view), 201 if placement.created else 200,
+    record = handlers.get_order(order.order_id, context)
+    assert record is not None, "the order was just found or created"
+    return _json(order_view(record), 201 if placement.created else 200,
                  {"Location": f"/api/orders/{order.order_id}"})
 
 
 @bp.function_name("orders_get")
 @bp.route(route="orders/{order_id}", methods=[func.HttpMethod.GET])
 def get_order(req: func.HttpRequest) -> func.HttpResponse:
-    view = handlers.get_order(req.route_params["order_id"], bootstrap.current())
-    if view is None:
+    record = handlers.get_order(req.route_params["order_id"], bootstrap.current())
+    if record is None:
         return _problem(404, "no such order")
-    return _json(order_view(view), 200)
+    return _json(order_view(record), 200)
 
 
 @bp.function_name("orders_simulator_mode")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Final
 
@@ -18,6 +18,7 @@ from agents.backbone.errors import InvalidEvent, PoisonMessage, PublishFailed
 from agents.backbone.processing import MessageProcessor, Outcome
 from agents.backbone.saga import REPLY, TIMEOUT, SagaEngine, SagaView, reply_destination, reply_for
 from agents.backbone.schemas import SchemaRegistry
+from agents.backbone.tables import LOG_PREFIX, prefix_filter, table_key
 from agents.backbone.unit_of_work import UnitOfWork
 from agents.orders.model import ACTION_OF_TYPE, SERVICE_OF_ACTION, SOURCE, Action, Order, Service
 from agents.orders.simulators import Answer, Switchboard, answer, scopes
@@ -97,8 +98,23 @@ def place_order(order: Order, context: OrdersContext) -> Placement:
     return decisions[-1]
 
 
-def get_order(order_id: str, context: OrdersContext) -> SagaView | None:
-    return SagaEngine.view(context.sagas.table, order_id)
+@dataclass(frozen=True)
+class OrderRecord:
+    saga: SagaView
+    times: list[datetime | None]
+    """When each step-log entry was written, in the order of `saga.log`."""
+
+
+def get_order(order_id: str, context: OrdersContext) -> OrderRecord | None:
+    view = SagaEngine.view(context.sagas.table, order_id)
+    if view is None:
+        return None
+    # SagaView.log leaves out the time each entry was written; read it from the same rows.
+    rows = context.sagas.table.query_entities(
+        f"PartitionKey eq @pk and {prefix_filter(LOG_PREFIX)}",
+        parameters={"pk": table_key(order_id)}, select=["RowKey", "At"])
+    times = [row.get("At") for row in sorted(rows, key=lambda row: str(row["RowKey"]))]
+    return OrderRecord(view, times if len(times) == len(view.log) else [None] * len(view.log))
 
 
 def handle_saga_event(event: Envelope, context: OrdersContext) -> Outcome[Any]:

@@ -4,6 +4,7 @@ order view and the simulator switch route."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from agents.orders import entities
 from tests.integration.orders.pump import body_of
@@ -58,7 +59,9 @@ def test_an_order_shows_its_state_and_step_timeline(stack: OrdersStack) -> None:
     assert [s for s in steps if s[1] == "succeeded"] == [
         ("reserve_stock", "succeeded"), ("charge_payment", "succeeded"),
         ("allocate_stock", "succeeded"), ("ship_order", "succeeded")]
-    assert all(set(e) >= {"step", "status", "at", "detail"} for e in order["timeline"])
+    times = [datetime.fromisoformat(e["at"]) for e in order["timeline"]]
+    assert times == sorted(times)
+    assert all(set(e) >= {"step", "phase", "status", "detail"} for e in order["timeline"])
 
 
 def test_an_unknown_order_is_not_found(stack: OrdersStack) -> None:
