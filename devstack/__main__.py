@@ -37,6 +37,10 @@ def up(
         Path | None,
         typer.Option(help="Keep messages in this directory across restarts."),
     ] = None,
+    admin_port: Annotated[
+        int | None,
+        typer.Option("--admin-port", help="Serve the HTTP fault-injection API on this port."),
+    ] = None,
     app_dir: Annotated[
         Path | None,
         typer.Option("--app", help="Also run this function app on the devstack host."),
@@ -45,7 +49,8 @@ def up(
     """Start the server and print the connection string; stop on Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.WARNING, format="devstack: %(levelname)s %(message)s")
     try:
-        stack = DevStack(config or [], host=host, port=port, data_dir=data)
+        stack = DevStack(config or [], host=host, port=port, data_dir=data,
+                         admin_port=admin_port)
     except ConfigError as exc:
         typer.echo(f"devstack: invalid config: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -66,6 +71,8 @@ def up(
     signal.signal(signal.SIGTERM, request_stop)
     typer.echo(f"devstack listening on {host}:{stack.port}")
     typer.echo(stack.connection_string, nl=True)
+    if stack.admin_url is not None:
+        typer.echo(f"fault API: {stack.admin_url}/faults/...")
     sys.stdout.flush()
     if app_dir is not None:
         logging.getLogger("devstack.host").setLevel(logging.INFO)

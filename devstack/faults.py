@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from aiohttp import web
+
 from devstack.amqp.frames import AmqpError
 
 if TYPE_CHECKING:
@@ -52,55 +54,102 @@ class Faults:
 
 
 class FaultInjector:
-    """Thread-safe fault API of a running DevStack."""
+    """Thread-safe fault API of a running DevStack (every call runs on its event loop)."""
 
     def __init__(self, stack: DevStack) -> None:
         self._stack = stack
 
+    # loop-side operations, shared by the thread-safe methods and the HTTP admin API
+
+    def _drop_connections(self) -> int:
+        return self._stack.amqp.drop_connections()
+
+    def _expire_locks(self, entity: str | None) -> int:
+        node = self._stack.servicebus
+        return node.broker.expire_locks(entity) if node is not None else 0
+
+    def _arm(self, counts: dict[str, int], entity: str | None, times: int) -> None:
+        key = entity.lower() if entity else ANY_ENTITY
+        counts[key] = counts.get(key, 0) + times
+
+    def _set_latency(self, seconds: float) -> None:
+        self._stack.amqp.write_delay = seconds
+        for connection in self._stack.amqp.connections:
+            connection.write_delay = seconds
+
+    def _clear(self) -> None:
+        self._set_latency(0)
+        self._stack.fault_state.clear()
+
+    # thread-safe API
+
     def drop_connections(self) -> int:
         """Abort every client TCP connection without a close frame; returns how many."""
-        return self._stack.call(lambda: self._stack.amqp.drop_connections())
+        return self._stack.call(self._drop_connections)
 
     def expire_locks(self, entity: str | None = None) -> int:
         """Expire every message lock now (on `entity`, e.g. `q1` or `t1/subscriptions/s1`):
         the messages are redelivered and a late settle fails with MessageLockLostError."""
-        node = self._stack.servicebus
-        if node is None:
-            return 0
-        return self._stack.call(lambda: node.broker.expire_locks(entity))
+        return self._stack.call(lambda: self._expire_locks(entity))
 
     def server_busy(self, entity: str | None = None, times: int = 1) -> None:
         """Answer the next `times` sends (to `entity`, or any) with server-busy."""
-        key = entity.lower() if entity else ANY_ENTITY
-        faults = self._stack.fault_state
-
-        def arm() -> None:
-            faults.busy[key] = faults.busy.get(key, 0) + times
-
-        self._stack.call(arm)
+        self._stack.call(lambda: self._arm(self._stack.fault_state.busy, entity, times))
 
     def deliver_twice(self, entity: str | None = None, times: int = 1) -> None:
         """The next `times` peek-lock deliveries come back once more after being completed,
         as a duplicate delivery (same MessageId and body, new sequence number)."""
-        key = entity.lower() if entity else ANY_ENTITY
-        faults = self._stack.fault_state
-
-        def arm() -> None:
-            faults.duplicates[key] = faults.duplicates.get(key, 0) + times
-
-        self._stack.call(arm)
+        self._stack.call(lambda: self._arm(self._stack.fault_state.duplicates, entity, times))
 
     def add_latency(self, seconds: float) -> None:
         """Hold every frame the server writes for `seconds` (0 removes the latency)."""
-
-        def apply() -> None:
-            self._stack.amqp.write_delay = seconds
-            for connection in self._stack.amqp.connections:
-                connection.write_delay = seconds
-
-        self._stack.call(apply)
+        self._stack.call(lambda: self._set_latency(seconds))
 
     def clear(self) -> None:
         """Remove pending faults and latency."""
-        self.add_latency(0)
-        self._stack.call(self._stack.fault_state.clear)
+        self._stack.call(self._clear)
+
+    # HTTP admin API
+
+    def http_app(self) -> web.Application:
+        """`POST /faults/<name>` with query parameters, answering JSON:
+        drop-connections, expire-locks?entity=, server-busy?entity=&times=,
+        deliver-twice?entity=&times=, latency?seconds=, clear."""
+
+        def entity_of(request: web.Request) -> str | None:
+            return request.query.get("entity") or None
+
+        def times_of(request: web.Request) -> int:
+            return int(request.query.get("times", "1"))
+
+        async def drop(request: web.Request) -> web.Response:
+            return web.json_response({"dropped": self._drop_connections()})
+
+        async def expire(request: web.Request) -> web.Response:
+            return web.json_response({"expired": self._expire_locks(entity_of(request))})
+
+        async def busy(request: web.Request) -> web.Response:
+            self._arm(self._stack.fault_state.busy, entity_of(request), times_of(request))
+            return web.json_response({"armed": "server-busy"})
+
+        async def twice(request: web.Request) -> web.Response:
+            self._arm(self._stack.fault_state.duplicates, entity_of(request), times_of(request))
+            return web.json_response({"armed": "deliver-twice"})
+
+        async def latency(request: web.Request) -> web.Response:
+            seconds = float(request.query.get("seconds", "0"))
+            self._set_latency(seconds)
+            return web.json_response({"latency": seconds})
+
+        async def clear(request: web.Request) -> web.Response:
+            self._clear()
+            return web.json_response({"cleared": True})
+
+        app = web.Application()
+        app.router.add_post("/faults/drop-connections", drop)
+        app.router.add_post("/faults/expire-locks", expire)
+        app.router.add_post("/faults/server-busy", busy)
+        app.router.add_post("/faults/deliver-twice", twice)
+        app.router.add_post("/faults/latency", latency)
+        app.router.add_post("/faults/clear", clear)
+        return app

@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from aiohttp import web
+
 from devstack.amqp.node import Node
 from devstack.amqp.server import AmqpServer
 from devstack.config import LoadedConfig, load_configs, merge_namespaces
@@ -69,6 +71,7 @@ class DevStack:
         host: str = "127.0.0.1",
         port: int = 5672,
         data_dir: str | Path | None = None,
+        admin_port: int | None = None,
     ) -> None:
         self.config: LoadedConfig = load_configs(configs)
         self.host = host
@@ -78,6 +81,9 @@ class DevStack:
         self.servicebus: ServiceBusNode | None = None
         self.eventhubs: Node | None = None
         self.amqp = AmqpServer([], host=host, port=port)
+        self.admin_port = admin_port
+        """HTTP fault-injection API port (None: no HTTP API; 0: a free port)."""
+        self._admin: web.AppRunner | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="devstack", daemon=True)
         self._ready = threading.Event()
@@ -106,8 +112,21 @@ class DevStack:
             if self.eventhubs is not None:
                 self.amqp.add_node(self.eventhubs)
         await self.amqp.start()
+        if self.admin_port is not None:
+            self._admin = web.AppRunner(self.faults.http_app())
+            await self._admin.setup()
+            site = web.TCPSite(self._admin, self.host, self.admin_port)
+            await site.start()
+            self.admin_port = self._admin.addresses[0][1]
+
+    @property
+    def admin_url(self) -> str | None:
+        """Base URL of the HTTP fault API, e.g. http://127.0.0.1:PORT (None when off)."""
+        return None if self._admin is None else f"http://{self.host}:{self.admin_port}"
 
     async def _close(self) -> None:
+        if self._admin is not None:
+            await self._admin.cleanup()
         await self.amqp.stop()
         if self.servicebus is not None:
             self.servicebus.stop()

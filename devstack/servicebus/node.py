@@ -217,6 +217,12 @@ class ServiceBusNode(Node):
             if not entity.uses_sessions:
                 raise AmqpError("amqp:not-allowed",
                                 f"The entity '{path}' does not require sessions.")
+            if SESSION_FILTER not in filters:
+                raise AmqpError(
+                    "amqp:not-allowed",
+                    f"It is not possible for an entity that requires sessions ('{path}') "
+                    "to create a non-sessionful message receiver.",
+                )
             requested = filters.get(SESSION_FILTER)
             session = entity.acquire_session(
                 receiver, str(requested) if requested is not None else None

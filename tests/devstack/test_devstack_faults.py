@@ -73,3 +73,30 @@ def test_added_latency_delays_replies_but_loses_nothing(client, stack):
         got = receiver.receive_messages(max_message_count=2, max_wait_time=MAX_WAIT)
         got += receiver.receive_messages(max_message_count=1, max_wait_time=1)
         assert [str(m) for m in got] == ["warm-up", "slow"]
+
+
+def test_http_fault_api_arms_server_busy_and_drops_connections():
+    import json
+    import urllib.request
+
+    from devstack.server import DevStack
+
+    from .conftest import TEST_CONFIG
+
+    def post(base: str, path: str) -> dict:
+        request = urllib.request.Request(base + path, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    with DevStack([TEST_CONFIG], port=0, admin_port=0) as stack:
+        assert stack.admin_url is not None
+        with ServiceBusClient.from_connection_string(stack.connection_string,
+                                                     retry_total=0) as client, \
+                client.get_queue_sender("work") as sender:
+            sender.send_messages(ServiceBusMessage("open the link"))
+            assert post(stack.admin_url, "/faults/server-busy?entity=work") == {
+                "armed": "server-busy"}
+            with pytest.raises(ServiceBusServerBusyError):
+                sender.send_messages(ServiceBusMessage("throttled"))
+            assert post(stack.admin_url, "/faults/drop-connections")["dropped"] == 1
+            assert post(stack.admin_url, "/faults/clear") == {"cleared": True}

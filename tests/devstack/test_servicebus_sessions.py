@@ -85,3 +85,11 @@ def test_a_message_without_session_id_is_refused_by_a_session_queue(connection_s
     with ServiceBusClient.from_connection_string(connection_string, retry_total=0) as client, \
             client.get_queue_sender("sessions") as sender, pytest.raises(ServiceBusError):
         sender.send_messages(ServiceBusMessage("no session"))
+
+
+def test_a_plain_receiver_is_refused_by_a_session_queue(connection_string):
+    with ServiceBusClient.from_connection_string(connection_string, retry_total=0) as client:
+        receiver = client.get_queue_receiver("sessions")
+        with pytest.raises(ServiceBusError):
+            receiver.__enter__()
+        receiver.close()
