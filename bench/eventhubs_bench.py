@@ -32,6 +32,7 @@ EVENTS = 10_000
 BODY = json.dumps({"card": "4242-0000", "amount": 12.5, "merchant": "m-17", "pad": "x" * 120})
 HUB = "bench"
 FLOOR_EVENTS_PER_SECOND = 5_000
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -114,6 +115,7 @@ def _measure(mode: str) -> Figures:
         [sys.executable, "-m", "bench.eventhubs_bench", "--serve", mode],
         stdout=subprocess.PIPE,
         text=True,
+        cwd=REPO,
     )
     try:
         assert server.stdout is not None
@@ -173,8 +175,8 @@ def _measure(mode: str) -> Figures:
         server.wait(10)
 
 
-def main() -> None:
-    """Print devstack Event Hubs figures next to the null-node baseline."""
+def main() -> int:
+    """Print devstack Event Hubs figures next to the null-node baseline; 1 below the floor."""
     baseline = _measure("null")
     eventhubs = _measure("eventhubs")
     rows = [
@@ -187,8 +189,12 @@ def main() -> None:
     for label, base, ours in rows:
         print(f"{label:26}{base:12,.0f}{ours:14,.0f}")
     verdict = min(eventhubs.send_per_second, eventhubs.receive_per_second)
-    status = "meets" if verdict >= FLOOR_EVENTS_PER_SECOND else "BELOW"
-    print(f"floor {FLOOR_EVENTS_PER_SECOND:,} events/s send and receive: {status}")
+    meets = verdict >= FLOOR_EVENTS_PER_SECOND
+    print(
+        f"floor {FLOOR_EVENTS_PER_SECOND:,} events/s send and receive: "
+        f"{'meets' if meets else 'BELOW'}"
+    )
+    return 0 if meets else 1
 
 
 if __name__ == "__main__":
@@ -198,4 +204,4 @@ if __name__ == "__main__":
     if arguments.serve:
         _serve(arguments.serve)
     else:
-        main()
+        sys.exit(main())
