@@ -31,7 +31,7 @@ from azure.servicebus.aio import AutoLockRenewer as AsyncAutoLockRenewer
 from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
 from azure.servicebus.amqp import AmqpMessageBodyType
 from azure.servicebus.exceptions import OperationTimeoutError, ServiceBusError
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from devstack.host.index import FunctionSpec
 from devstack.host.invocation import Invoker
@@ -225,7 +225,8 @@ class ServiceBusListener:
         log.info("Function 'Functions.%s' listening on Service Bus %s (sessions=%s)",
                  self.spec.name, self.entity, self._sessions)
         async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.5, max=10),
-                                           retry=retry_if_exception_type(ServiceBusError)):
+                                           retry=retry_if_exception_type(ServiceBusError),
+                                           before_sleep=self._log_reconnect):
             with attempt:
                 async with ServiceBusClient.from_connection_string(self._connection) as client:
                     if self._sessions:
@@ -233,6 +234,11 @@ class ServiceBusListener:
                                                for _ in range(self._max_sessions)))
                     else:
                         await self._pump(client)
+
+    def _log_reconnect(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning("Function 'Functions.%s': Service Bus %s unavailable (%s); reconnecting",
+                    self.spec.name, self.entity, error)
 
     async def _pump(self, client: ServiceBusClient) -> None:
         slots = asyncio.Semaphore(self._max_calls)

@@ -7,6 +7,9 @@ import uuid
 from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage, ServiceBusSubQueue
 from azure.servicebus.aio import ServiceBusClient
 
+from devstack.azurite import free_port
+from devstack.server import DevStack, connection_string
+from tests.devstack_host.conftest import SAMPLE_APP
 from tests.devstack_host.helpers import eventually, read_json_blobs
 
 
@@ -140,3 +143,15 @@ async def test_cardinality_many_hands_the_function_a_batch_and_completes_it_all(
 
     assert await eventually(handled) == bodies
     assert await receive(connection, "sample-batches") == []
+
+
+async def test_listener_reconnects_when_service_bus_comes_up_after_the_host(start_host,
+                                                                            azurite, caplog):
+    port = free_port()
+    late_connection = connection_string("127.0.0.1", port)
+    host = await start_host("sb_order_received", SAMPLE_SERVICEBUS=late_connection)
+    await eventually(lambda: any("reconnecting" in m for m in caplog.messages), timeout=60)
+    with DevStack([SAMPLE_APP / "devstack-entities.json"], port=port):
+        await send(late_connection, "sample-orders", ServiceBusMessage("late order"))
+        await eventually(lambda: any(r.succeeded for r in host.invoker.records), timeout=60)
+        await host.stop()  # before its Service Bus goes away
