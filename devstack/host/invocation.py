@@ -173,7 +173,7 @@ class Invoker:
     """Runs functions: async ones on the loop, sync ones in a thread pool, like the worker."""
 
     def __init__(self, *, function_directory: str, outputs: OutputSender,
-                 max_workers: int = 16, function_timeout: float | None = None) -> None:
+                 max_workers: int | None = None, function_timeout: float | None = None) -> None:
         self._function_directory = function_directory
         self._timeout = function_timeout
         self._send_output = outputs

@@ -62,6 +62,9 @@ class FunctionsHost:
         timeout = self.config.document.get("functionTimeout")
         self.invoker = Invoker(
             function_directory=str(self.app_dir), outputs=self._outputs.send,
+            # The Python worker's knob for sync functions' thread pool (default as Python's).
+            max_workers=int(threads) if (threads := self.settings.get(
+                "PYTHON_THREADPOOL_THREAD_COUNT")) else None,
             function_timeout=parse_timespan(str(timeout)).total_seconds() if timeout else None)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
