@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from azure.data.tables import TableServiceClient
 
 from agents.backbone import settings
-from agents.backbone.outbox import OutboxRelay, OutboxRow
+from agents.backbone.outbox import OutboxRelay
 from agents.backbone.processing import MessageProcessor
 from agents.backbone.publishers import Publisher, RoutingPublisher, ServiceBusPublisher
 from agents.backbone.saga import SagaEngine
@@ -61,23 +61,9 @@ def build(
     )
 
 
-class SerializedPublisher:
-    """One publish at a time: the sync Service Bus client and its cached senders are not
-    thread-safe, and the Functions worker runs sync functions on a thread pool."""
-
-    def __init__(self, inner: Publisher) -> None:
-        self._inner = inner
-        self._lock = threading.Lock()
-
-    def publish(self, rows: Sequence[OutboxRow]) -> None:
-        with self._lock:
-            self._inner.publish(rows)
-
-
 def from_settings(env: Mapping[str, str]) -> OrdersContext:
     orders_bus = ServiceBusPublisher(settings.servicebus_client(entities.CONNECTION, env=env))
-    publisher = SerializedPublisher(
-        RoutingPublisher({queue: orders_bus for queue in entities.QUEUES}))
+    publisher = RoutingPublisher({queue: orders_bus for queue in entities.QUEUES})
     timeout = float(env.get(STEP_TIMEOUT_SETTING) or DEFAULT_STEP_TIMEOUT.total_seconds())
     return build(settings.table_service(entities.STATE_STORAGE, env=env), publisher,
                  step_timeout=timedelta(seconds=timeout))
