@@ -159,8 +159,8 @@ class _PartitionReceiver(LinkHandler):
 
 def _start_position(link: Link) -> StartPosition:
     for key, value in link.source_filters.items():
-        if _text(key) == SELECTOR_FILTER.decode() or (
-            isinstance(value, Described) and _text(value.descriptor) == SELECTOR_FILTER.decode()
+        if _text(key) == SELECTOR_FILTER or (
+            isinstance(value, Described) and _text(value.descriptor) == SELECTOR_FILTER
         ):
             selector = value.value if isinstance(value, Described) else value
             try:
@@ -184,7 +184,7 @@ class EventHubsNode(Node):
         if link.address == MANAGEMENT_ADDRESS:
             return self._management.open_link(link)
         parts = link.address.split("/")
-        if parts[0] not in self.namespace.hubs:
+        if parts[0].lower() not in self.namespace.hubs:
             return None
         try:
             if link.is_sender:

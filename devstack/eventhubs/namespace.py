@@ -90,20 +90,28 @@ class PartitionReader:
 
 
 class EventHubsNamespace:
-    """Every hub of the namespace, and who is reading which partition."""
+    """Every hub of the namespace, and who is reading which partition.
+
+    Hub and consumer-group names are case-insensitive, as in Azure.
+    """
 
     def __init__(self, hubs: Iterable[EventHubSpec], data_dir: Path | None = None) -> None:
-        self.hubs = {spec.name: EventHub(spec, data_dir) for spec in hubs}
+        self.hubs = {spec.name.lower(): EventHub(spec, data_dir) for spec in hubs}
         self._readers: dict[tuple[str, str, str], list[PartitionReader]] = {}
 
     def hub(self, name: str) -> EventHub:
-        hub = self.hubs.get(name)
+        hub = self.hubs.get(name.lower())
         if hub is None:
+            configured = ", ".join(hub.spec.name for hub in self.hubs.values()) or "none"
             raise EventHubsError(
-                NOT_FOUND,
-                f"event hub {name!r} does not exist (configured: {', '.join(self.hubs) or 'none'})",
+                NOT_FOUND, f"event hub {name!r} does not exist (configured: {configured})"
             )
         return hub
+
+    def _reader_key(
+        self, hub_name: str, consumer_group: str, partition_id: str
+    ) -> tuple[str, str, str]:
+        return (hub_name.lower(), consumer_group.lower(), partition_id)
 
     def publish(
         self,
@@ -134,13 +142,14 @@ class EventHubsNamespace:
         """
         hub = self.hub(hub_name)
         hub.partition(partition_id)
-        if consumer_group not in hub.spec.consumer_groups:
+        if consumer_group.lower() not in (group.lower() for group in hub.spec.consumer_groups):
             raise EventHubsError(
                 NOT_FOUND,
                 f"consumer group {consumer_group!r} does not exist in event hub {hub_name!r}",
             )
-        key = (hub_name, consumer_group, partition_id)
-        active = self._readers.setdefault(key, [])
+        active = self._readers.setdefault(
+            self._reader_key(hub_name, consumer_group, partition_id), []
+        )
         levels = [reader.owner_level for reader in active if reader.owner_level is not None]
         highest = max(levels) if levels else None
         if highest is not None and (owner_level is None or owner_level < highest):
@@ -163,17 +172,19 @@ class EventHubsNamespace:
         return reader
 
     def close_reader(self, reader: PartitionReader) -> None:
-        active = self._readers.get((reader.hub, reader.consumer_group, reader.partition_id), [])
+        active = self._readers.get(
+            self._reader_key(reader.hub, reader.consumer_group, reader.partition_id), []
+        )
         if reader in active:
             active.remove(reader)
 
     def reader_count(self, hub_name: str, consumer_group: str, partition_id: str) -> int:
         """How many receivers are open on one partition of one consumer group."""
-        return len(self._readers.get((hub_name, consumer_group, partition_id), []))
+        return len(self._readers.get(self._reader_key(hub_name, consumer_group, partition_id), []))
 
     def eventhub_properties(self, hub_name: str) -> EventHubProperties:
         hub = self.hub(hub_name)
-        return EventHubProperties(hub_name, hub.created_at_ms, hub.spec.partition_ids)
+        return EventHubProperties(hub.spec.name, hub.created_at_ms, hub.spec.partition_ids)
 
     def partition_properties(self, hub_name: str, partition_id: str) -> PartitionProperties:
         return self.hub(hub_name).partition(partition_id).properties()

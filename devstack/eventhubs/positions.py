@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-SELECTOR_FILTER = b"apache.org:selector-filter:string"
+SELECTOR_FILTER = "apache.org:selector-filter:string"
 
 START_OF_STREAM = "-1"
 END_OF_STREAM = "@latest"

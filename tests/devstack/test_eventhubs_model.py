@@ -292,3 +292,12 @@ def test_sends_without_partition_rotate_round_robin_and_keys_stick() -> None:
 def test_unknown_hub_is_not_found() -> None:
     with pytest.raises(EventHubsError, match="does not exist"):
         namespace().publish("nope", None, [], None)
+
+
+def test_hub_and_consumer_group_names_are_case_insensitive() -> None:
+    ns, kicked = namespace(), []
+    assert ns.publish("EH1", "0", [encoded(Message(data=[b"x"]))], None) == "0"
+    ns.open_reader("eh1", "CG1", "0", 1, kicked.append)
+    ns.open_reader("Eh1", "cg1", "0", 2, lambda reason: None)
+    assert len(kicked) == 1
+    assert ns.eventhub_properties("EH1").name == "eh1"

@@ -477,3 +477,9 @@ def test_untracked_receivers_get_no_runtime_metric(eventhubs: EventHubsServer) -
     send(eventhubs, [EventData("plain")], partition_id="0")
     (event,) = receive(eventhubs, 1, partition_id="0", starting_position="-1")
     assert event.raw_amqp_message.delivery_annotations in (None, {})
+
+
+def test_hub_names_are_case_insensitive_on_the_wire(eventhubs: EventHubsServer) -> None:
+    send(eventhubs, [EventData("mixed case")], hub="Fraud-Payments", partition_id="3")
+    received = receive(eventhubs, 1, hub="FRAUD-PAYMENTS", partition_id="3", starting_position="-1")
+    assert bodies(received) == ["mixed case"]
