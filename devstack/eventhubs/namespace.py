@@ -18,6 +18,8 @@ from devstack.eventhubs.partition_log import PartitionLog, PartitionProperties
 # Error conditions the SDKs map to named exceptions.
 NOT_FOUND = "amqp:not-found"
 LINK_STOLEN = "amqp:link:stolen"  # azure-eventhub raises ConnectionLostError (consumer kicked)
+RESOURCE_LIMIT = "amqp:resource-limit-exceeded"
+MAX_READERS_PER_PARTITION = 5  # the service's limit per partition and consumer group
 
 
 class EventHubsError(Exception):
@@ -139,6 +141,7 @@ class EventHubsNamespace:
         A receiver with an owner level disconnects every receiver of the same partition
         and consumer group with no or a lower-or-equal level; one with a lower level than
         an active receiver, or none while a receiver with a level is active, is refused.
+        Without owner levels, at most five receivers may share a partition.
         """
         hub = self.hub(hub_name)
         hub.partition(partition_id)
@@ -158,6 +161,12 @@ class EventHubsNamespace:
                 f"a receiver with owner level {highest} is active on partition {partition_id} "
                 f"of {hub_name}/{consumer_group}; a receiver with owner level "
                 f"{owner_level} cannot be created",
+            )
+        if owner_level is None and len(active) >= MAX_READERS_PER_PARTITION:
+            raise EventHubsError(
+                RESOURCE_LIMIT,
+                f"at most {MAX_READERS_PER_PARTITION} receivers may read partition "
+                f"{partition_id} of {hub_name}/{consumer_group} at once",
             )
         reader = PartitionReader(hub_name, consumer_group, partition_id, owner_level, on_stolen)
         if owner_level is not None:

@@ -301,3 +301,13 @@ def test_hub_and_consumer_group_names_are_case_insensitive() -> None:
     ns.open_reader("Eh1", "cg1", "0", 2, lambda reason: None)
     assert len(kicked) == 1
     assert ns.eventhub_properties("EH1").name == "eh1"
+
+
+def test_a_sixth_receiver_without_owner_level_is_refused() -> None:
+    ns = namespace()
+    for _ in range(5):
+        ns.open_reader("eh1", "$default", "1", None, lambda reason: None)
+    with pytest.raises(EventHubsError, match="at most 5 receivers") as refused:
+        ns.open_reader("eh1", "$default", "1", None, lambda reason: None)
+    assert refused.value.condition == "amqp:resource-limit-exceeded"
+    ns.open_reader("eh1", "cg1", "1", None, lambda reason: None)
