@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from azure.eventhub import EventData, EventHubProducerClient
+from azure.eventhub.exceptions import EventHubError
 
 from devstack.server import DevStack
 from tests.devstack.test_eventhubs_sdk import EMULATOR_CONFIG, Receiver, bodies
@@ -51,3 +53,29 @@ def test_events_flow_under_added_latency(stack: DevStack) -> None:
         assert bodies(receiver.wait_for(3)) == ["slow 0", "slow 1", "slow 2"]
     finally:
         receiver.close()
+
+
+def test_server_busy_fault_refuses_sends_to_a_hub(stack: DevStack) -> None:
+    stack.faults.server_busy(HUB, times=1)
+    client = EventHubProducerClient.from_connection_string(
+        stack.connection_string, eventhub_name=HUB, retry_total=0
+    )
+    with client:
+        with pytest.raises(EventHubError, match="throttled"):
+            client.send_batch([EventData("refused")], partition_id="0")
+        client.send_batch([EventData("accepted")], partition_id="0")
+        assert client.get_partition_properties("0")["last_enqueued_sequence_number"] == 0
+
+
+def test_events_survive_a_devstack_restart_with_a_data_dir(tmp_path: Path) -> None:
+    with (
+        DevStack([EMULATOR_CONFIG], port=0, data_dir=tmp_path) as first,
+        producer(first) as client,
+    ):
+        client.send_batch([EventData("kept")], partition_id="1")
+    with DevStack([EMULATOR_CONFIG], port=0, data_dir=tmp_path) as second:
+        receiver = Receiver(second, HUB, partition_id="1", starting_position="-1")
+        try:
+            assert bodies(receiver.wait_for(1)) == ["kept"]
+        finally:
+            receiver.close()
