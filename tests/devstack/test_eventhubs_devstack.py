@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +13,7 @@ from azure.eventhub import EventData, EventHubProducerClient
 from azure.eventhub.exceptions import EventHubError
 
 from devstack.server import DevStack
-from tests.devstack.test_eventhubs_sdk import EMULATOR_CONFIG, Receiver, bodies
+from tests.devstack.test_eventhubs_sdk import EMULATOR_CONFIG, REPO, Receiver, bodies
 
 HUB = "eh1"
 
@@ -77,5 +80,42 @@ def test_events_survive_a_devstack_restart_with_a_data_dir(tmp_path: Path) -> No
         receiver = Receiver(second, HUB, partition_id="1", starting_position="-1")
         try:
             assert bodies(receiver.wait_for(1)) == ["kept"]
+        finally:
+            receiver.close()
+
+
+def test_a_killed_devstack_keeps_every_acknowledged_event(tmp_path: Path) -> None:
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "devstack",
+            "up",
+            "--port",
+            "0",
+            "--data",
+            str(tmp_path),
+            "--config",
+            str(EMULATOR_CONFIG),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert server.stdout is not None
+        connection_string = next(
+            line.strip() for line in server.stdout if line.startswith("Endpoint=")
+        )
+        client = EventHubProducerClient.from_connection_string(connection_string, eventhub_name=HUB)
+        with client:
+            client.send_batch([EventData("acknowledged")], partition_id="0")
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+    with DevStack([EMULATOR_CONFIG], port=0, data_dir=tmp_path) as restarted:
+        receiver = Receiver(restarted, HUB, partition_id="0", starting_position="-1")
+        try:
+            assert bodies(receiver.wait_for(1)) == ["acknowledged"]
         finally:
             receiver.close()
