@@ -23,7 +23,7 @@ __all__ = ["eventhubs"]  # the server fixture, shared with the sync conformance 
 HUB = "fraud-payments"
 GROUP = "fraud-scoring"
 PARTITIONS = {"0", "1", "2", "3"}
-BALANCING = {"load_balancing_interval": 0.5, "partition_ownership_expiration_interval": 3}
+BALANCING = {"load_balancing_interval": 0.5, "partition_ownership_expiration_interval": 15}
 
 
 def checkpoint_store(storage_connection_string: str) -> BlobCheckpointStore:

@@ -170,7 +170,7 @@ def balanced(server: EventHubsServer, store: BlobCheckpointStore, **kwargs: Any)
         client_kwargs={
             "checkpoint_store": store,
             "load_balancing_interval": 0.5,
-            "partition_ownership_expiration_interval": 3,
+            "partition_ownership_expiration_interval": 15,
         },
         starting_position="-1",
         **kwargs,
