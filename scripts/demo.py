@@ -205,12 +205,15 @@ async def main() -> int:
         "  devstack Functions host running function_app.py · real HTTP · the official SDKs"))
     started, failed = time.monotonic(), 0
     with Azurite() as azurite, \
-            DevStack([ROOT / "infra/entities/servicebus.json"], port=0) as devstack:
+            DevStack([ROOT / "infra/entities/servicebus.json",
+                   ROOT / "infra/entities/eventhubs.json"], port=0) as devstack:
         host = FunctionsHost(ROOT, settings={
             "AzureWebJobsStorage": azurite.connection_string,
             entities.STATE_STORAGE: azurite.connection_string,
             entities.CONNECTION: devstack.connection_string,
             entities.FRAUD_CONNECTION: devstack.connection_string,
+            entities.FRAUD_EVENTHUBS: devstack.connection_string,
+        entities.FRAUD_EVENTHUBS: devstack.connection_string,
             bootstrap.STEP_TIMEOUT_SETTING: str(STEP_TIMEOUT_SECONDS),
             "DEVSTACK_HOST_FUNCTION_KEY": FUNCTION_KEY,
         })

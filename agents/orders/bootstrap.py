@@ -17,7 +17,12 @@ from azure.data.tables import TableServiceClient
 from agents.backbone import settings
 from agents.backbone.outbox import OutboxRelay
 from agents.backbone.processing import MessageProcessor
-from agents.backbone.publishers import Publisher, RoutingPublisher, ServiceBusPublisher
+from agents.backbone.publishers import (
+    EventHubsPublisher,
+    Publisher,
+    RoutingPublisher,
+    ServiceBusPublisher,
+)
 from agents.backbone.saga import SagaEngine
 from agents.backbone.schemas import registry
 from agents.backbone.tables import RequestCounter, state_table
@@ -63,7 +68,10 @@ def build(
 
 def from_settings(env: Mapping[str, str]) -> OrdersContext:
     orders_bus = ServiceBusPublisher(settings.servicebus_client(entities.CONNECTION, env=env))
-    publisher = RoutingPublisher({queue: orders_bus for queue in entities.QUEUES})
+    payments_stream = EventHubsPublisher({entities.PAYMENTS_HUB: settings.eventhub_producer(
+        entities.FRAUD_EVENTHUBS, entities.PAYMENTS_HUB, env=env)})
+    publisher = RoutingPublisher({**{queue: orders_bus for queue in entities.QUEUES},
+                                  entities.PAYMENTS_HUB: payments_stream})
     timeout = float(env.get(STEP_TIMEOUT_SETTING) or DEFAULT_STEP_TIMEOUT.total_seconds())
     return build(settings.table_service(entities.STATE_STORAGE, env=env), publisher,
                  step_timeout=timedelta(seconds=timeout))

@@ -20,6 +20,7 @@ from agents.backbone.saga import REPLY, TIMEOUT, SagaEngine, SagaView, reply_des
 from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.tables import LOG_PREFIX, prefix_filter, table_key
 from agents.backbone.unit_of_work import UnitOfWork
+from agents.orders import entities
 from agents.orders.model import ACTION_OF_TYPE, SERVICE_OF_ACTION, SOURCE, Action, Order, Service
 from agents.orders.simulators import Answer, Switchboard, answer, scopes
 
@@ -35,8 +36,20 @@ FRAUD_ALERT_SCHEMA: dict[str, Any] = {
 }
 
 
+# Published by the payment gateway for every charge: the payment stream fraud scores.
+PAYMENT_CHARGED_TYPE: Final = "orders.payment.charged"
+PAYMENT_CHARGED_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["orderId", "chargeId", "customerId", "card", "amountCents"],
+    "properties": {"orderId": {"type": "string"}, "chargeId": {"type": "string"},
+                   "customerId": {"type": "string"}, "card": {"type": "string"},
+                   "amountCents": {"type": "integer", "minimum": 0}},
+}
+
+
 def register_event_types(registry: SchemaRegistry) -> None:
-    """The saga engine registers its own command/reply types; orders adds what it receives."""
+    """The saga engine registers its own command/reply types; orders adds the rest."""
+    registry.register(PAYMENT_CHARGED_TYPE, PAYMENT_CHARGED_SCHEMA)
     if not registry.knows(FRAUD_ALERT_TYPE):
         registry.register(FRAUD_ALERT_TYPE, FRAUD_ALERT_SCHEMA)
 
@@ -167,14 +180,30 @@ def perform_action(command: Envelope, uow: UnitOfWork, *, action: Action, decide
     service = SERVICE_OF_ACTION[action]
     payload = command.data["payload"]
     record = uow.load() or {"status": "none", "amountCents": payload["amountCents"]}
+    before = record["status"]
     succeeded, reason = LEDGER_RULES[service](action, record, decided, uow)
     uow.save(record)
+    if service is Service.PAYMENTS and (before, record["status"]) == ("none", "charged"):
+        _announce_charge(command, uow)
     late = decided.delay_seconds if succeeded and decided.succeeded else 0.0
     uow.emit(
         reply_for(command, succeeded=succeeded, reason=reason,
                   source=f"{SOURCE}/simulators/{service.value}"),
         destination=reply_destination(command),
         scheduled_at=uow.now() + timedelta(seconds=late) if late else None,
+    )
+
+
+def _announce_charge(command: Envelope, uow: UnitOfWork) -> None:
+    """The charge goes onto the payment stream in the same transaction that records it."""
+    payload = command.data["payload"]
+    uow.emit(
+        command.follow(
+            PAYMENT_CHARGED_TYPE,
+            {key: payload[key] for key in PAYMENT_CHARGED_SCHEMA["required"]},
+            source=f"{SOURCE}/simulators/payments", subject=payload["orderId"],
+            partitionkey=payload["card"]),
+        destination=entities.PAYMENTS_HUB,
     )
 
 

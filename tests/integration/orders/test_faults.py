@@ -37,6 +37,7 @@ def test_every_message_delivered_three_times_has_one_effect(
         assert stack.movements(Service.INVENTORY, f"reservation-{order_id}", "hold") == 1
         assert stack.movements(Service.PAYMENTS, f"charge-{order_id}", "charge") == 1
         assert stack.movements(Service.SHIPPING, order_id, "shipment") == 1
+        assert len(broker.available(entities.PAYMENTS_HUB)) == 1
 
 
 class RacingEngine(SagaEngine):

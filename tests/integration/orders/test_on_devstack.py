@@ -7,6 +7,7 @@ Everything here waits on conditions with generous deadlines; nothing times the c
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 from azure.data.tables import TableServiceClient
+from azure.eventhub.aio import EventHubConsumerClient
 from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
 from azure.servicebus.aio import ServiceBusClient
 
@@ -44,7 +46,8 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], *, timeout: float
 
 @pytest.fixture(scope="module")
 def devstack() -> Iterator[DevStack]:
-    with DevStack([ROOT / "infra/entities/servicebus.json"], port=0) as stack:
+    with DevStack([ROOT / "infra/entities/servicebus.json",
+                   ROOT / "infra/entities/eventhubs.json"], port=0) as stack:
         yield stack
 
 
@@ -57,6 +60,7 @@ async def orders_host(devstack: DevStack, azurite: Azurite) -> AsyncIterator[Fun
         entities.STATE_STORAGE: azurite.connection_string,
         entities.CONNECTION: devstack.connection_string,
         entities.FRAUD_CONNECTION: devstack.connection_string,
+        entities.FRAUD_EVENTHUBS: devstack.connection_string,
         bootstrap.STEP_TIMEOUT_SETTING: str(STEP_TIMEOUT_SECONDS),
         "DEVSTACK_HOST_FUNCTION_KEY": FUNCTION_KEY,
     })
@@ -116,6 +120,35 @@ async def test_an_order_completes_over_real_http_and_service_bus(api: Api, azuri
     assert order["status"] == "completed"
     assert movements(azurite.connection_string, "orderspayments", f"charge-{order_id}",
                      "charge") == 1
+
+
+async def test_the_charge_reaches_the_payment_stream_on_event_hubs(
+        api: Api, devstack: DevStack) -> None:
+    order_id = await api.place(order_body())
+    await api.settled(order_id)
+    seen: list[dict[str, Any]] = []
+    consumer = EventHubConsumerClient.from_connection_string(
+        devstack.connection_string, consumer_group="$default",
+        eventhub_name=entities.PAYMENTS_HUB)
+
+    async def on_event(partition: Any, event: Any) -> None:
+        if event is not None:
+            seen.append(json.loads(event.body_as_str()))
+
+    async with consumer:
+        receiving = asyncio.create_task(consumer.receive(
+            on_event=on_event, starting_position="-1", max_wait_time=0.5))
+
+        async def charged() -> list[dict[str, Any]] | None:
+            mine = [e for e in seen if e["data"]["orderId"] == order_id]
+            return mine or None
+
+        try:
+            (event,) = await eventually(charged)
+        finally:
+            receiving.cancel()
+            await asyncio.gather(receiving, return_exceptions=True)
+    assert event["type"] == "orders.payment.charged"
 
 
 async def test_out_of_stock_after_charge_is_refunded_over_real_service_bus(

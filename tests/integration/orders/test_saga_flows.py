@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from agents.backbone import parse_servicebus
+from agents.orders import entities
 from agents.orders.model import Service
 from agents.orders.simulators import Mode
 from tests.integration.orders.stack import STEP_TIMEOUT, OrdersStack, order_body
@@ -22,6 +24,24 @@ def test_happy_path_completes_with_one_hold_one_charge_one_shipment(stack: Order
     assert stack.movements(Service.PAYMENTS, f"charge-{order_id}", "charge") == 1
     assert stack.movements(Service.SHIPPING, order_id, "shipment") == 1
     assert ("ship_order", "succeeded") in _statuses(order)
+
+
+def test_each_charge_goes_onto_the_payment_stream_keyed_by_card(stack: OrdersStack) -> None:
+    body = order_body()
+    order_id = stack.place(body)["orderId"]
+    stack.host.drain()
+    (payment,) = stack.broker.available(entities.PAYMENTS_HUB)
+    event = parse_servicebus(payment.body, payment.application_properties)
+    assert event.type == "orders.payment.charged"
+    assert (event.data["orderId"], event.data["amountCents"]) == (order_id, 2500)
+    assert event.partitionkey == body["card"]
+
+
+def test_a_declined_charge_is_not_on_the_payment_stream(stack: OrdersStack) -> None:
+    stack.switch(Service.PAYMENTS, "card:tok-refused", Mode.DECLINE)
+    stack.place(order_body(card="tok-refused"))
+    stack.host.drain()
+    assert stack.broker.available(entities.PAYMENTS_HUB) == []
 
 
 def test_out_of_stock_after_charge_refunds_releases_and_compensates(stack: OrdersStack) -> None:

@@ -3,7 +3,8 @@ from pathlib import Path
 
 from agents.orders import entities
 
-CONFIG = Path(__file__).resolve().parents[3] / "infra" / "entities" / "servicebus.json"
+ENTITIES = Path(__file__).resolve().parents[3] / "infra" / "entities"
+CONFIG = ENTITIES / "servicebus.json"
 
 
 def _namespace() -> dict:
@@ -29,3 +30,10 @@ def test_the_fraud_alerts_subscription_for_orders_is_declared() -> None:
 def test_orders_queues_detect_duplicates_so_outbox_ids_deduplicate() -> None:
     queues = {q["Name"]: q["Properties"] for q in _namespace()["Queues"]}
     assert all(queues[name]["RequiresDuplicateDetection"] for name in entities.QUEUES)
+
+
+def test_the_payment_stream_hub_is_declared_in_the_event_hubs_config() -> None:
+    config = json.loads((ENTITIES / "eventhubs.json").read_text())
+    hubs = {entity["Name"] for namespace in config["UserConfig"]["NamespaceConfig"]
+            for entity in namespace["Entities"]}
+    assert entities.PAYMENTS_HUB in hubs
