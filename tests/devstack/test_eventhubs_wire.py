@@ -1,7 +1,8 @@
-"""What devstack's Event Hubs puts on the wire, seen by a bare AMQP 1.0 client.
+"""What travels on the wire to and from devstack's Event Hubs.
 
-The SDK cannot send a malformed message or show raw frames, so these tests speak AMQP
-directly (with devstack's own codec) over a socket.
+The SDK cannot send a malformed message or show raw frames, so most tests here speak AMQP
+directly (with devstack's own codec) over a socket; one records what the SDK's batch looks
+like on arrival.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from azure.eventhub import EventData, EventHubProducerClient
 
+from devstack.amqp import IncomingDelivery, Link, LinkHandler, Node
 from devstack.amqp.codec import Described, Symbol, UInt, ULong, decode_value
 from devstack.amqp.frames import (
     ATTACH,
@@ -149,3 +152,43 @@ def test_consumer_transfers_carry_every_field_and_are_settled(port: int) -> None
     assert len(fields) == 11, "azure-eventhub reads the payload right after 11 fields"
     assert fields[4] is True  # settled: Event Hubs receivers never settle
     assert payload.endswith(data_section(b"hello"))
+
+
+class TransferLog(Node):
+    """Wraps the Event Hubs node and records the message format of every send to a hub."""
+
+    def __init__(self, inner: Node) -> None:
+        self.inner = inner
+        self.formats: list[int] = []
+
+    def open_link(self, link: Link) -> LinkHandler | None:
+        handler = self.inner.open_link(link)
+        if handler is None or link.is_sender or link.address == "$management":
+            return handler
+        forward = handler.on_transfer
+
+        def record(link: Link, delivery: IncomingDelivery) -> Any:
+            self.formats.append(delivery.message_format)
+            return forward(link, delivery)
+
+        handler.on_transfer = record  # type: ignore[method-assign]
+        return handler
+
+
+def test_the_sdk_sends_an_event_data_batch_as_one_transfer() -> None:
+    node = create_node(emulator_configs())
+    transfers = TransferLog(node)
+    with ServerThread(AmqpServer([transfers], port=0)) as running:
+        client = EventHubProducerClient.from_connection_string(
+            f"Endpoint=sb://127.0.0.1:{running.port};SharedAccessKeyName=k;SharedAccessKey=v;"
+            "UseDevelopmentEmulator=true",
+            eventhub_name="eh1",
+        )
+        with client:
+            batch = client.create_batch(partition_id="0")
+            for n in range(25):
+                batch.add(EventData(f"e{n}"))
+            client.send_batch(batch)
+            last = client.get_partition_properties("0")["last_enqueued_sequence_number"]
+    assert transfers.formats == [BATCH_FORMAT]
+    assert last == 24
