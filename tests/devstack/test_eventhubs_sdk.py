@@ -483,3 +483,11 @@ def test_hub_names_are_case_insensitive_on_the_wire(eventhubs: EventHubsServer) 
     send(eventhubs, [EventData("mixed case")], hub="Fraud-Payments", partition_id="3")
     received = receive(eventhubs, 1, hub="FRAUD-PAYMENTS", partition_id="3", starting_position="-1")
     assert bodies(received) == ["mixed case"]
+
+
+def test_an_event_larger_than_a_frame_round_trips(eventhubs: EventHubsServer) -> None:
+    body = bytes(range(256)) * 3000  # 768 KB: several frames each way
+    with producer(eventhubs) as client:
+        client.send_event(EventData(body), partition_id="0")
+    (received,) = receive(eventhubs, 1, partition_id="0", starting_position="-1")
+    assert b"".join(received.body) == body
