@@ -74,8 +74,7 @@ def _facts(user: dict, **system) -> MessageFacts:
     from devstack.amqp.message import encode_properties, section
 
     bare = encode_properties(**system) + section(0x74, user) + section(0x77, "body")
-    message = StoredMessage(bare=bare, annotations={}, message_id=system.get("message_id"),
-                            session_id=None, ttl_ms=None)
+    message = StoredMessage(bare=bare, annotations={}, session_id=None, ttl_ms=None)
     return MessageFacts(message)
 
 
