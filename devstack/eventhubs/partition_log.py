@@ -65,9 +65,13 @@ class PartitionLog:
             enqueued_ms, length = _RECORD_HEADER.unpack_from(data, position)
             start = position + _RECORD_HEADER.size
             if start + length > len(data):
-                break  # a record cut short by a crash mid-write: the events before it stand
+                break
             self._store(data[start : start + length], enqueued_ms)
             position = start + length
+        if position < len(data):
+            # A record cut short by a crash mid-write: drop it so appends follow whole records.
+            with journal.open("r+b") as file:
+                file.truncate(position)
 
     def _store(self, event: bytes, enqueued_ms: int) -> None:
         self._events.append(event)

@@ -233,6 +233,20 @@ def test_journal_replays_the_same_events_after_restart(tmp_path: Path) -> None:
     assert after.properties() == before.properties()
 
 
+def test_a_record_cut_short_by_a_crash_is_dropped_and_appends_continue(tmp_path: Path) -> None:
+    journal = tmp_path / "hub" / "0.log"
+    filled_log(2, journal).close()
+    whole = journal.read_bytes()
+    journal.write_bytes(whole[:-5])
+    recovered = PartitionLog("hub", "0", journal)
+    assert len(recovered) == 1
+    recovered.append([encoded(Message(data=[b"after the crash"]))], None, 2000)
+    recovered.close()
+    assert sequence_numbers(
+        PartitionLog("hub", "0", journal), "amqp.annotation.x-opt-offset > '-1'"
+    ) == [0, 1]
+
+
 def test_partition_properties_report_the_last_enqueued_event() -> None:
     log = filled_log(3)
     props = log.properties()
