@@ -21,7 +21,10 @@ from azure.eventhub.aio import EventHubConsumerClient
 from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
 from azure.servicebus.aio import ServiceBusClient
 
+from agents.backbone import Envelope
+from agents.backbone.wire import CLOUDEVENTS_CONTENT_TYPE, encode_body
 from agents.orders import bootstrap, entities
+from agents.orders.handlers import FRAUD_ALERT_TYPE
 from devstack.azurite import Azurite
 from devstack.host import FunctionsHost
 from devstack.server import DevStack
@@ -208,3 +211,29 @@ async def test_a_poison_message_is_dead_lettered_by_max_delivery_count_on_the_cl
     assert [str(message) for message in dead] == ["{not json"]
     # The classic binding cannot dead-letter with the reason: the trigger raises each time.
     assert dead[0].dead_letter_reason == "MaxDeliveryCountExceeded"
+
+
+async def test_a_fraud_alert_on_the_topic_compensates_a_running_order(
+        api: Api, devstack: DevStack, azurite: Azurite) -> None:
+    card = f"tok-held-{uuid.uuid4().hex[:6]}"
+    status, _ = await api.post("simulators/shipping/mode",
+                               {"mode": "slow", "scope": f"card:{card}", "slowSeconds": 600})
+    assert status == 200
+    order_id = await api.place(order_body(card=card))
+
+    async def shipping() -> bool | None:
+        _, order = await api.get(f"orders/{order_id}")
+        return True if order["step"] == "ship_order" else None
+
+    await eventually(shipping)
+    alert = Envelope.new(FRAUD_ALERT_TYPE, {"orderId": order_id, "reason": "velocity"},
+                         source="/agents/fraud", subject=order_id)
+    async with ServiceBusClient.from_connection_string(devstack.connection_string) as client, \
+            client.get_topic_sender(entities.FRAUD_ALERTS_TOPIC) as sender:
+        await sender.send_messages(ServiceBusMessage(
+            encode_body(alert), message_id=alert.id, content_type=CLOUDEVENTS_CONTENT_TYPE))
+    order = await api.settled(order_id)
+    assert order["status"] == "compensated"
+    assert "fraud alert" in order["failure"]["reason"]
+    assert movements(azurite.connection_string, "orderspayments", f"charge-{order_id}",
+                     "refund") == 1
