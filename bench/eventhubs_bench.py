@@ -24,9 +24,9 @@ from azure.eventhub import EventData, EventHubConsumerClient, EventHubProducerCl
 
 from devstack.amqp import ACCEPTED_STATE, AmqpServer, IncomingDelivery, Link, LinkHandler, Node
 from devstack.amqp.codec import Described
-from devstack.amqp.message import data_section
+from devstack.amqp.message import BATCH_FORMAT, data_section
 from devstack.eventhubs import EventHubsNode, create_node
-from devstack.eventhubs.amqp_message import stamp_event
+from devstack.eventhubs.amqp_message import batch_messages, stamp_event
 
 EVENTS = 10_000
 BODY = json.dumps({"card": "4242-0000", "amount": 12.5, "merchant": "m-17", "pad": "x" * 120})
@@ -56,37 +56,55 @@ BENCH_CONFIG = {
 
 
 class _NullNode(Node):
-    """Accepts every send and discards it; serves one pre-stamped event on every credit.
+    """Accepts every send and discards it; on every credit serves one event shaped like the
+    last one sent (stamped once), so both servers deliver the same bytes per event.
     `$management` (hub properties, read once per client) goes to a real Event Hubs node."""
 
     def __init__(self, management: EventHubsNode) -> None:
         self._management = management
-        self._event = stamp_event(
-            data_section(BODY.encode()),
+        self.event = self._stamped(data_section(BODY.encode()))
+
+    @staticmethod
+    def _stamped(message: bytes) -> bytes:
+        return stamp_event(
+            message,
             sequence_number=0,
             offset=0,
             enqueued_time_ms=int(time.time() * 1000),
             partition_key=None,
         )
 
+    def sent(self, delivery: IncomingDelivery) -> None:
+        messages = (
+            batch_messages(delivery.payload)
+            if delivery.message_format == BATCH_FORMAT
+            else [delivery.payload]
+        )
+        if messages:
+            self.event = self._stamped(messages[-1])
+
     def open_link(self, link: Link) -> LinkHandler | None:
         if link.address == "$management":
             return self._management.open_link(link)
-        return _Source(self._event) if link.is_sender else _Sink()
+        return _Source(self) if link.is_sender else _Sink(self)
 
 
 class _Sink(LinkHandler):
+    def __init__(self, node: _NullNode) -> None:
+        self._node = node
+
     def on_transfer(self, link: Link, delivery: IncomingDelivery) -> Described | None:
+        self._node.sent(delivery)
         return ACCEPTED_STATE
 
 
 class _Source(LinkHandler):
-    def __init__(self, event: bytes) -> None:
-        self._event = event
+    def __init__(self, node: _NullNode) -> None:
+        self._node = node
 
     def on_flow(self, link: Link) -> None:
         while link.credit > 0:
-            link.send(self._event, settled=True)
+            link.send(self._node.event, settled=True)
 
 
 def _serve(mode: str) -> None:
