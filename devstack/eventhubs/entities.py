@@ -34,8 +34,6 @@ def _entity(raw: Any, where: str) -> EventHubSpec:
         raise ConfigError(f"{where}: an entity needs a non-empty string Name")
     name = raw["Name"]
     count = raw.get("PartitionCount")
-    if isinstance(count, str) and count.isdigit():
-        count = int(count)  # the emulator's own samples sometimes quote numbers
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_PARTITIONS:
         raise ConfigError(
             f"{where} ({name}): PartitionCount must be an integer 1..{MAX_PARTITIONS}, "
