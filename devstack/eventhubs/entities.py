@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 
 DEFAULT_CONSUMER_GROUP = "$default"
 MAX_PARTITIONS = 32
+# The emulator schema's name pattern (its JS class [\w-\.\/] written for Python's re).
+_NAME = re.compile(r"^[A-Za-z0-9]$|^[A-Za-z0-9][\w.\-/]*[A-Za-z0-9]$")
 
 
 class ConfigError(ValueError):
@@ -33,6 +36,8 @@ def _entity(raw: Any, where: str) -> EventHubSpec:
     if not isinstance(raw, Mapping) or not isinstance(raw.get("Name"), str) or not raw["Name"]:
         raise ConfigError(f"{where}: an entity needs a non-empty string Name")
     name = raw["Name"]
+    if not _NAME.match(name):
+        raise ConfigError(f"{where}: invalid event hub name {name!r}")
     count = raw.get("PartitionCount")
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_PARTITIONS:
         raise ConfigError(
@@ -42,8 +47,10 @@ def _entity(raw: Any, where: str) -> EventHubSpec:
     groups = [DEFAULT_CONSUMER_GROUP]  # the service always has $default
     for group in raw.get("ConsumerGroups") or []:
         group_name = group.get("Name") if isinstance(group, Mapping) else None
-        if not isinstance(group_name, str) or not group_name:
-            raise ConfigError(f"{where} ({name}): every consumer group needs a Name")
+        if not isinstance(group_name, str) or not (
+            group_name == DEFAULT_CONSUMER_GROUP or _NAME.match(group_name)
+        ):
+            raise ConfigError(f"{where} ({name}): invalid consumer group name {group_name!r}")
         if group_name not in groups:
             groups.append(group_name)
     return EventHubSpec(name, count, tuple(groups))

@@ -112,6 +112,21 @@ def test_config_without_partition_count_is_refused_with_the_entity_named() -> No
         hubs_from_config(config)
 
 
+@pytest.mark.parametrize("name", ["-leading-dash", "has space", "trailing."])
+def test_config_with_an_invalid_hub_name_is_refused(name: str) -> None:
+    config = json.loads(EMULATOR_CONFIG.read_text())
+    config["UserConfig"]["NamespaceConfig"][0]["Entities"][0]["Name"] = name
+    with pytest.raises(ConfigError, match="invalid event hub name"):
+        hubs_from_config(config)
+
+
+def test_config_with_an_invalid_consumer_group_name_is_refused() -> None:
+    config = json.loads(EMULATOR_CONFIG.read_text())
+    config["UserConfig"]["NamespaceConfig"][0]["Entities"][0]["ConsumerGroups"] = [{"Name": "a b"}]
+    with pytest.raises(ConfigError, match="invalid consumer group name 'a b'"):
+        hubs_from_config(config)
+
+
 def test_stamped_event_keeps_properties_and_gains_service_annotations() -> None:
     sent = Message(
         data=[b"payload"],
