@@ -15,8 +15,15 @@ import pytest
 from agents.backbone import Envelope, OutboxRow, PublishFailed, SagaEngine, UnitOfWork
 from agents.orders import blueprint, bootstrap, entities
 from agents.orders.model import Service
+from agents.orders.simulators import Mode
 from tests.integration.backbone.broker import BrokerPublisher, InMemoryBroker
-from tests.integration.orders.stack import OrdersStack, build_stack, order_body, running
+from tests.integration.orders.stack import (
+    STEP_TIMEOUT,
+    OrdersStack,
+    build_stack,
+    order_body,
+    running,
+)
 
 
 def _charges_minus_refunds(stack: OrdersStack, order_id: str) -> int:
@@ -183,3 +190,22 @@ def test_an_order_stored_while_the_broker_is_down_is_published_by_the_sweeper(
         stack.host.drain()
         assert stack.order(order_id)["status"] == "completed"
         assert stack.movements(Service.INVENTORY, f"reservation-{order_id}", "hold") == 1
+
+
+def test_a_command_failing_every_delivery_is_dead_lettered_and_the_saga_compensates(
+        storage_connection_string: str) -> None:
+    broker = InMemoryBroker(max_delivery_count=2)  # FLAKY fails the first two deliveries
+    with running(build_stack(storage_connection_string, broker)) as stack:
+        stack.switch(Service.SHIPPING, "card:tok-courier-down", Mode.FLAKY)
+        order_id = stack.place(order_body(card="tok-courier-down"))["orderId"]
+        deliveries = stack.host.drain()
+        shipping = [(d.settlement, d.delivery_count) for d in deliveries
+                    if d.queue == entities.SHIPPING_QUEUE]
+        assert shipping == [("abandoned", 1), ("abandoned", 2)]
+        (dead,) = broker.dead_letters(entities.SHIPPING_QUEUE)
+        assert dead.dead_letter_reason == "MaxDeliveryCountExceeded"
+        broker.advance(STEP_TIMEOUT + timedelta(seconds=1))
+        stack.host.drain()
+        order = stack.order(order_id)
+        assert order["status"] == "compensated"
+        assert _charges_minus_refunds(stack, order_id) == 0
