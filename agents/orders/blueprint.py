@@ -78,7 +78,7 @@ class RedeliverUntilDeadLettered:
         raise error
 
 
-# A host that offers message actions (the devstack host, the test pump) installs its own.
+# A harness that can dead-letter with the reason (the tests' function pump) installs its own.
 poison_settlement: PoisonSettlement = RedeliverUntilDeadLettered()
 
 
