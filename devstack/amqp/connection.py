@@ -312,9 +312,16 @@ class Session:
         ]
         return performative(ATTACH, fields)
 
-    def close_link(self, link: Link, error: AmqpError | None, *, notify: bool) -> None:
+    def _forget(self, link: Link) -> None:
+        """Drop a detached link and its unsettled deliveries (they can never be settled)."""
         link.detached = True
         self.links.pop(link.handle, None)
+        if self.unsettled:
+            for delivery_id in [i for i, d in self.unsettled.items() if d.link is link]:
+                del self.unsettled[delivery_id]
+
+    def close_link(self, link: Link, error: AmqpError | None, *, notify: bool) -> None:
+        self._forget(link)
         self.connection.send_frame(
             self.channel,
             performative(DETACH, [UInt(link.handle), True, error.described() if error else None]),
@@ -323,10 +330,10 @@ class Session:
             self.connection.notify_detached(link)
 
     def on_remote_detach(self, fields: list[Any]) -> None:
-        link = self.links.pop(fields[0], None)
+        link = self.links.get(fields[0])
         if link is None or link.detached:
             return
-        link.detached = True
+        self._forget(link)
         self.connection.send_frame(
             self.channel, performative(DETACH, [UInt(link.handle), True, None])
         )
