@@ -49,6 +49,8 @@ DATETIMEOFFSET_EPOCH = 621355968000000000
 """.NET ticks (100 ns) at the Unix epoch: session lock times are sent as .NET ticks."""
 MANAGEMENT_SUFFIX = "/$management"
 TICK_SECONDS = 0.05
+_LIST_ALL_SESSIONS = 253402300800000
+"""`last-updated-time` meaning "no filter" (.NET DateTime.MaxValue in ms)."""
 _STATUS_BY_CONDITION = {LOCK_LOST: 410, SESSION_LOCK_LOST: 410, MESSAGE_NOT_FOUND: 404}
 
 
@@ -367,8 +369,13 @@ class ServiceBusNode(Node):
         entity = self._entity(path)
         skip = int(body.get("skip") or 0)
         top = int(body.get("top") or 100)
-        ids = [s.session_id for s in entity.sessions.values()
-               if s.available or s.state is not None][skip : skip + top]
+        updated_after = int(body.get("last-updated-time") or _LIST_ALL_SESSIONS)
+        if updated_after >= _LIST_ALL_SESSIONS:
+            listed = [s for s in entity.sessions.values() if s.available or s.state is not None]
+        else:
+            listed = [s for s in entity.sessions.values()
+                      if s.state is not None and s.updated_ms > updated_after]
+        ids = [s.session_id for s in listed][skip : skip + top]
         if not ids:
             return ManagementResponse(status=204, description="No sessions")
         return ManagementResponse(body={"skip": skip + len(ids), "sessions-ids": ids})

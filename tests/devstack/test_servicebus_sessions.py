@@ -93,3 +93,10 @@ def test_a_plain_receiver_is_refused_by_a_session_queue(connection_string):
         with pytest.raises(ServiceBusError):
             receiver.__enter__()
         receiver.close()
+
+
+def test_list_sessions_names_sessions_with_messages_or_state(client):
+    send(client, ("with-messages", "x"))
+    with client.get_queue_receiver("sessions", session_id="with-state") as receiver:
+        receiver.session.set_state(b"kept")
+    assert sorted(client.list_queue_sessions("sessions")) == ["with-messages", "with-state"]
