@@ -16,7 +16,7 @@ import pytest
 from azure.eventhub import EventData, EventHubProducerClient
 
 from devstack.amqp import IncomingDelivery, Link, LinkHandler, Node
-from devstack.amqp.codec import Described, Symbol, UInt, ULong, decode_value
+from devstack.amqp.codec import Described, Symbol, Timestamp, UInt, ULong, decode_value
 from devstack.amqp.frames import (
     ATTACH,
     BEGIN,
@@ -30,7 +30,7 @@ from devstack.amqp.frames import (
     frame,
     performative,
 )
-from devstack.amqp.message import BATCH_FORMAT, data_section
+from devstack.amqp.message import BATCH_FORMAT, Message, data_section
 from devstack.amqp.server import AmqpServer, ServerThread
 from devstack.eventhubs import create_node
 from tests.devstack.test_eventhubs_sdk import emulator_configs
@@ -152,6 +152,10 @@ def test_consumer_transfers_carry_every_field_and_are_settled(port: int) -> None
     assert len(fields) == 11, "azure-eventhub reads the payload right after 11 fields"
     assert fields[4] is True  # settled: Event Hubs receivers never settle
     assert payload.endswith(data_section(b"hello"))
+    annotations = Message(payload).annotations
+    assert type(annotations["x-opt-offset"]) is str  # an AMQP string, not binary
+    assert (annotations["x-opt-offset"], annotations["x-opt-sequence-number"]) == ("0", 0)
+    assert type(annotations["x-opt-enqueued-time"]) is Timestamp
 
 
 class TransferLog(Node):
