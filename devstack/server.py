@@ -31,6 +31,7 @@ log = logging.getLogger("devstack")
 T = TypeVar("T")
 
 ConfigSource = str | Path | Mapping[str, Any]
+SNAPSHOT_SECONDS = 2.0
 
 
 def connection_string(host: str, port: int) -> str:
@@ -84,6 +85,7 @@ class DevStack:
         self.admin_port = admin_port
         """HTTP fault-injection API port (None: no HTTP API; 0: a free port)."""
         self._admin: web.AppRunner | None = None
+        self._snapshot_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="devstack", daemon=True)
         self._ready = threading.Event()
@@ -104,6 +106,7 @@ class DevStack:
         self.servicebus = ServiceBusNode(namespace, self.fault_state)
         if self.data_dir is not None:
             load_snapshot(self.servicebus.broker, self.data_dir)
+            self._schedule_snapshot(self.servicebus, self.data_dir, None)
         self.servicebus.start()
         self.amqp.add_node(self.servicebus)
         if self.config.eventhubs:
@@ -119,12 +122,27 @@ class DevStack:
             await site.start()
             self.admin_port = self._admin.addresses[0][1]
 
+    def _schedule_snapshot(self, node: ServiceBusNode, directory: Path,
+                           saved: tuple[int, int] | None) -> None:
+        """Save the Service Bus state every SNAPSHOT_SECONDS when it changed, so a killed
+        server loses at most that much."""
+
+        def save() -> None:
+            state = node.broker.fingerprint()
+            if state != saved:
+                save_snapshot(node.broker, directory)
+            self._schedule_snapshot(node, directory, state)
+
+        self._snapshot_timer = self._loop.call_later(SNAPSHOT_SECONDS, save)
+
     @property
     def admin_url(self) -> str | None:
         """Base URL of the HTTP fault API, e.g. http://127.0.0.1:PORT (None when off)."""
         return None if self._admin is None else f"http://{self.host}:{self.admin_port}"
 
     async def _close(self) -> None:
+        if self._snapshot_timer is not None:
+            self._snapshot_timer.cancel()
         if self._admin is not None:
             await self._admin.cleanup()
         await self.amqp.stop()

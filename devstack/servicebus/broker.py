@@ -671,6 +671,10 @@ class Broker:
                 count += 1
         return count
 
+    def fingerprint(self) -> tuple[int, int]:
+        """Changes whenever a message arrives or leaves: (last sequence number, count)."""
+        return self.last_sequence, self.pending_messages()
+
     def pending_messages(self) -> int:
         return sum(len(entity) for entity in self.entities.values())
 

@@ -15,7 +15,7 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusRece
 from devstack.config import ConfigError, load_configs, parse_duration
 from devstack.server import DevStack, connection_string
 
-from .conftest import servicebus_config
+from .conftest import servicebus_config, wait_until
 
 REFERENCE = Path("/work/shared/reference")
 REPO = Path(__file__).resolve().parents[2]
@@ -168,3 +168,32 @@ def test_json_with_comments_is_read(tmp_path):
     }""")
     (namespace,) = load_configs([path]).servicebus
     assert namespace.queues[0].settings.max_delivery_count == 4
+
+
+def test_data_dir_survives_a_killed_server(tmp_path):
+    config_path = tmp_path / "Config.json"
+    config_path.write_text(json.dumps(servicebus_config([{"Name": "kept"}])))
+    data = tmp_path / "data"
+    process = _start_cli("--config", str(config_path), "--data", str(data))
+    try:
+        assert process.stdout is not None
+        process.stdout.readline()
+        printed = process.stdout.readline().strip()
+        with ServiceBusClient.from_connection_string(printed) as client, \
+                client.get_queue_sender("kept") as sender:
+            sender.send_messages(ServiceBusMessage("written before the crash"))
+        snapshot = data / "servicebus.json"
+        wait_until(lambda: snapshot.exists() and "kept" in snapshot.read_text()
+                   and json.loads(snapshot.read_text())["last_sequence"] == 1)
+        process.kill()
+        process.wait(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    with DevStack([config_path], port=0, data_dir=data) as stack, \
+            ServiceBusClient.from_connection_string(stack.connection_string) as client, \
+            client.get_queue_receiver(
+                "kept", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE) as receiver:
+        got = receiver.receive_messages(max_wait_time=3)
+        assert [str(m) for m in got] == ["written before the crash"]
