@@ -130,3 +130,14 @@ def test_unknown_address_is_refused_as_not_found(inbox_server: tuple[_Inbox, str
             pytest.raises(MessagingEntityNotFoundError), \
             client.get_queue_sender("nowhere") as sender:
         sender.send_messages(ServiceBusMessage("lost"))
+
+
+@pytest.mark.parametrize(("code", "count"), [(0x10, 10), (0x11, 8), (0x12, 14), (0x13, 11),
+                                            (0x14, 11), (0x15, 6), (0x16, 3), (0x18, 1)])
+def test_performatives_always_carry_every_field(code: int, count: int) -> None:
+    from devstack.amqp.frames import performative
+
+    value, _ = decode_value(performative(code, ["first"]))
+    assert isinstance(value, Described)
+    assert value.descriptor == code
+    assert len(value.value) == count

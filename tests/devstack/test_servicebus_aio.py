@@ -192,3 +192,14 @@ async def test_server_busy_fault_surfaces_as_server_busy_error(connection_string
         await sender.send_messages(ServiceBusMessage("accepted"))
     async with ServiceBusClient.from_connection_string(connection_string) as sb:
         assert [str(m) for m in await drain(sb, "work")] == ["accepted"]
+
+
+async def test_async_iteration_over_a_receiver(client):
+    async with client.get_queue_sender("work") as sender:
+        await sender.send_messages([ServiceBusMessage(f"m{i}") for i in range(3)])
+    seen = []
+    async with client.get_queue_receiver("work", max_wait_time=2) as receiver:
+        async for message in receiver:
+            seen.append(str(message))
+            await receiver.complete_message(message)
+    assert seen == ["m0", "m1", "m2"]

@@ -128,3 +128,33 @@ def test_correlation_rule_needs_every_field_to_match() -> None:
     assert rule.matches(_facts({"color": "red"}, subject="greeting"))
     assert not rule.matches(_facts({"color": "blue"}, subject="greeting"))
     assert not rule.matches(_facts({"color": "red"}, subject="other"))
+
+
+def test_subscription_dead_letter_queue(client):
+    from azure.servicebus import ServiceBusSubQueue
+
+    with client.get_topic_sender("events") as sender:
+        sender.send_messages(ServiceBusMessage("bad"))
+    with client.get_subscription_receiver("events", "all") as receiver:
+        (message,) = receiver.receive_messages(max_wait_time=MAX_WAIT)
+        receiver.dead_letter_message(message, reason="invalid")
+    with client.get_subscription_receiver(
+            "events", "all", sub_queue=ServiceBusSubQueue.DEAD_LETTER) as receiver:
+        (dead,) = receiver.receive_messages(max_wait_time=MAX_WAIT)
+        assert (str(dead), dead.dead_letter_reason) == ("bad", "invalid")
+        assert dead.dead_letter_source == "events/subscriptions/all"
+        receiver.complete_message(dead)
+
+
+def test_message_scheduled_on_a_topic_reaches_subscriptions_at_its_time(client):
+    import datetime
+
+    from .conftest import wait_until
+
+    due = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=1)
+    with client.get_topic_sender("events") as sender:
+        sender.schedule_messages(
+            ServiceBusMessage("later", application_properties={"team": "billing"}), due)
+    got = wait_until(lambda: drain(client, "billing"))
+    assert [str(m) for m in got] == ["later"]
+    assert got[0].enqueued_time_utc >= due - datetime.timedelta(milliseconds=1)
