@@ -491,3 +491,8 @@ def test_an_event_larger_than_a_frame_round_trips(eventhubs: EventHubsServer) ->
         client.send_event(EventData(body), partition_id="0")
     (received,) = receive(eventhubs, 1, partition_id="0", starting_position="-1")
     assert b"".join(received.body) == body
+
+
+def test_properties_of_a_missing_partition_are_not_found(eventhubs: EventHubsServer) -> None:
+    with producer(eventhubs, retry_total=0) as client, pytest.raises(EventHubError, match="'9'"):
+        client.get_partition_properties("9")
