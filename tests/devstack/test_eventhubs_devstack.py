@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -13,14 +14,14 @@ from azure.eventhub import EventData, EventHubProducerClient
 from azure.eventhub.exceptions import EventHubError
 
 from devstack.server import DevStack
-from tests.devstack.test_eventhubs_sdk import EMULATOR_CONFIG, REPO, Receiver, bodies
+from tests.devstack.test_eventhubs_sdk import REPO, SAMPLE_CONFIG, Receiver, bodies
 
 HUB = "eh1"
 
 
 @pytest.fixture
 def stack() -> Iterator[DevStack]:
-    with DevStack([EMULATOR_CONFIG], port=0) as running:
+    with DevStack([SAMPLE_CONFIG], port=0) as running:
         yield running
 
 
@@ -72,11 +73,11 @@ def test_server_busy_fault_refuses_sends_to_a_hub(stack: DevStack) -> None:
 
 def test_events_survive_a_devstack_restart_with_a_data_dir(tmp_path: Path) -> None:
     with (
-        DevStack([EMULATOR_CONFIG], port=0, data_dir=tmp_path) as first,
+        DevStack([SAMPLE_CONFIG], port=0, data_dir=tmp_path) as first,
         producer(first) as client,
     ):
         client.send_batch([EventData("kept")], partition_id="1")
-    with DevStack([EMULATOR_CONFIG], port=0, data_dir=tmp_path) as second:
+    with DevStack([SAMPLE_CONFIG], port=0, data_dir=tmp_path) as second:
         receiver = Receiver(second, HUB, partition_id="1", starting_position="-1")
         try:
             assert bodies(receiver.wait_for(1)) == ["kept"]
@@ -85,6 +86,9 @@ def test_events_survive_a_devstack_restart_with_a_data_dir(tmp_path: Path) -> No
 
 
 def test_a_killed_devstack_keeps_every_acknowledged_event(tmp_path: Path) -> None:
+    config = tmp_path / "Config.json"
+    config.write_text(json.dumps(SAMPLE_CONFIG))
+    data_dir = tmp_path / "data"
     server = subprocess.Popen(
         [
             sys.executable,
@@ -94,9 +98,9 @@ def test_a_killed_devstack_keeps_every_acknowledged_event(tmp_path: Path) -> Non
             "--port",
             "0",
             "--data",
-            str(tmp_path),
+            str(data_dir),
             "--config",
-            str(EMULATOR_CONFIG),
+            str(config),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -113,7 +117,7 @@ def test_a_killed_devstack_keeps_every_acknowledged_event(tmp_path: Path) -> Non
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait(10)
-    with DevStack([EMULATOR_CONFIG], port=0, data_dir=tmp_path) as restarted:
+    with DevStack([SAMPLE_CONFIG], port=0, data_dir=data_dir) as restarted:
         receiver = Receiver(restarted, HUB, partition_id="0", starting_position="-1")
         try:
             assert bodies(receiver.wait_for(1)) == ["acknowledged"]

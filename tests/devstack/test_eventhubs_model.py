@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import string
@@ -35,6 +36,7 @@ from devstack.eventhubs.partition_key import (
 )
 from devstack.eventhubs.partition_log import PartitionLog
 from devstack.eventhubs.positions import InvalidSelector, StartPosition
+from tests.devstack.test_eventhubs_sdk import SAMPLE_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
 EMULATOR_CONFIG = Path("/work/shared/reference/eventhubs-emulator/Config.json")
@@ -91,6 +93,12 @@ def test_negative_hashes_use_the_truncated_remainder_of_the_service() -> None:
     assert str(expected) != sdk_choice, "the SDK's floored % picks another partition here"
 
 
+@pytest.mark.skipif(not EMULATOR_CONFIG.exists(), reason="Microsoft's sample config not present")
+def test_the_tests_sample_config_is_microsofts() -> None:
+    assert json.loads(EMULATOR_CONFIG.read_text()) == SAMPLE_CONFIG
+
+
+@pytest.mark.skipif(not EMULATOR_CONFIG.exists(), reason="Microsoft's sample config not present")
 def test_emulator_config_loads_unchanged_with_default_consumer_group() -> None:
     hubs = load_hubs(EMULATOR_CONFIG)
     assert [(h.name, h.partition_count, h.consumer_groups) for h in hubs] == [
@@ -106,7 +114,7 @@ def test_app_config_declares_the_fraud_payments_hub() -> None:
 
 
 def test_config_without_partition_count_is_refused_with_the_entity_named() -> None:
-    config = json.loads(EMULATOR_CONFIG.read_text())
+    config = copy.deepcopy(SAMPLE_CONFIG)
     del config["UserConfig"]["NamespaceConfig"][0]["Entities"][0]["PartitionCount"]
     with pytest.raises(ConfigError, match=r"eh1.*PartitionCount"):
         hubs_from_config(config)
@@ -114,14 +122,14 @@ def test_config_without_partition_count_is_refused_with_the_entity_named() -> No
 
 @pytest.mark.parametrize("name", ["-leading-dash", "has space", "trailing."])
 def test_config_with_an_invalid_hub_name_is_refused(name: str) -> None:
-    config = json.loads(EMULATOR_CONFIG.read_text())
+    config = copy.deepcopy(SAMPLE_CONFIG)
     config["UserConfig"]["NamespaceConfig"][0]["Entities"][0]["Name"] = name
     with pytest.raises(ConfigError, match="invalid event hub name"):
         hubs_from_config(config)
 
 
 def test_config_with_an_invalid_consumer_group_name_is_refused() -> None:
-    config = json.loads(EMULATOR_CONFIG.read_text())
+    config = copy.deepcopy(SAMPLE_CONFIG)
     config["UserConfig"]["NamespaceConfig"][0]["Entities"][0]["ConsumerGroups"] = [{"Name": "a b"}]
     with pytest.raises(ConfigError, match="invalid consumer group name 'a b'"):
         hubs_from_config(config)
@@ -272,7 +280,7 @@ def test_partition_properties_report_the_last_enqueued_event() -> None:
 
 
 def namespace() -> EventHubsNamespace:
-    return EventHubsNamespace(load_hubs(EMULATOR_CONFIG))
+    return EventHubsNamespace(hubs_from_config(SAMPLE_CONFIG))
 
 
 def test_higher_owner_level_disconnects_the_lower_reader() -> None:

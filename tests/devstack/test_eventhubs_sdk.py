@@ -1,7 +1,7 @@
 """Event Hubs in devstack, spoken to by the unmodified azure-eventhub SDK (sync clients).
 
-Each test starts its own in-memory server on a free port with the emulator's Config.json
-(hub `eh1`, partitions 0 and 1, consumer groups `$default` and `cg1`) and the app's
+Each test starts its own in-memory server on a free port with Microsoft's emulator sample
+config (hub `eh1`, partitions 0 and 1, consumer groups `$default` and `cg1`) and the app's
 `infra/entities/eventhubs.json` (hub `fraud-payments`, 4 partitions).
 """
 
@@ -25,7 +25,22 @@ from devstack.amqp.server import AmqpServer, ServerThread
 from devstack.eventhubs import EventHubsNode, create_node, partition_index_for_key
 
 REPO = Path(__file__).resolve().parents[2]
-EMULATOR_CONFIG = Path("/work/shared/reference/eventhubs-emulator/Config.json")
+# The content of Microsoft's Event Hubs emulator sample Config.json (kept here so the tests
+# run where /work/shared is absent; test_eventhubs_model.py loads the file itself).
+SAMPLE_CONFIG: dict[str, Any] = {
+    "UserConfig": {
+        "NamespaceConfig": [
+            {
+                "Type": "EventHub",
+                "Name": "emulatorNs1",
+                "Entities": [
+                    {"Name": "eh1", "PartitionCount": 2, "ConsumerGroups": [{"Name": "cg1"}]}
+                ],
+            }
+        ],
+        "LoggingConfig": {"Type": "File"},
+    }
+}
 APP_CONFIG = REPO / "infra" / "entities" / "eventhubs.json"
 HUB = "eh1"
 DEADLINE = 30.0
@@ -55,7 +70,7 @@ class Endpoint(Protocol):
 
 
 def emulator_configs() -> list[dict[str, Any]]:
-    return [json.loads(path.read_text()) for path in (EMULATOR_CONFIG, APP_CONFIG)]
+    return [SAMPLE_CONFIG, json.loads(APP_CONFIG.read_text())]
 
 
 @pytest.fixture
