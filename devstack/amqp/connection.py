@@ -18,7 +18,6 @@ from devstack.amqp.codec import (
     Array,
     DecodeError,
     Described,
-    Symbol,
     UByte,
     UInt,
     ULong,
@@ -38,8 +37,6 @@ from devstack.amqp.frames import (
     SASL_INIT,
     SASL_MECHANISMS,
     SASL_OUTCOME,
-    SOURCE,
-    TARGET,
     TRANSFER,
     AmqpError,
     decode_performative,
@@ -717,13 +714,3 @@ def _ushort(value: int) -> UShort:
     return UShort(value)
 
 
-__all__ = [
-    "SOURCE",
-    "TARGET",
-    "Connection",
-    "IncomingDelivery",
-    "Link",
-    "OutgoingDelivery",
-    "Session",
-    "Symbol",
-]

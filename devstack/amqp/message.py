@@ -12,11 +12,9 @@ from typing import Any
 
 from devstack.amqp.codec import (
     DecodeError,
-    Described,
     Symbol,
     UByte,
     UInt,
-    ULong,
     decode_value,
     encode_value,
 )
@@ -261,19 +259,3 @@ def data_section(data: bytes) -> bytes:
     return section(DATA, data)
 
 
-__all__ = [
-    "AMQP_VALUE",
-    "APPLICATION_PROPERTIES",
-    "BATCH_FORMAT",
-    "DATA",
-    "Described",
-    "Message",
-    "ULong",
-    "build_message",
-    "data_section",
-    "encode_header",
-    "encode_properties",
-    "section",
-    "skip_value",
-    "symbol_keys",
-]

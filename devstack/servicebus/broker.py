@@ -364,7 +364,7 @@ class MessageEntity:
             if message.session_id == session.session_id:
                 self.unlock(message)
 
-    def renew_session(self, session_id: str, consumer: Consumer | None) -> int:
+    def renew_session(self, session_id: str) -> int:
         session = self.sessions.get(session_id)
         if session is None or not session.locked:
             raise AmqpError(SESSION_LOCK_LOST, "The session lock has expired.")
@@ -466,7 +466,6 @@ class Broker:
         self.entities: dict[str, MessageEntity] = {}
         self.topics: dict[str, Topic] = {}
         self.duplicates: dict[str, DuplicateWindow] = {}
-        self.queue_settings: dict[str, EntitySettings] = {}
         self.last_sequence = 0
         self._locks: list[tuple[int, int, MessageEntity, uuid.UUID]] = []
         self._expiries: list[tuple[int, int, MessageEntity, int]] = []
@@ -516,13 +515,6 @@ class Broker:
         compiled = [Rule.from_spec(rule) for rule in rules] or [Rule.true_rule()]
         topic.subscriptions[name.lower()] = (entity, compiled)
         return entity
-
-    def subscription_rules(self, path: str) -> list[Rule] | None:
-        for topic in self.topics.values():
-            for entity, rules in topic.subscriptions.values():
-                if entity.path == path:
-                    return rules
-        return None
 
     def entity(self, path: str) -> MessageEntity | None:
         return self.entities.get(path.lower())

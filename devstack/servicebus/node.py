@@ -351,7 +351,7 @@ class ServiceBusNode(Node):
 
     def _op_renew_session_lock(self, path: str, body: dict[Any, Any]) -> ManagementResponse:
         entity = self._entity(path)
-        until = entity.renew_session(str(body.get("session-id")), None)
+        until = entity.renew_session(str(body.get("session-id")))
         return ManagementResponse(body={"expiration": Timestamp(until)})
 
     def _op_get_session_state(self, path: str, body: dict[Any, Any]) -> ManagementResponse:
