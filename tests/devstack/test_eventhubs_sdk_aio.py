@@ -41,6 +41,11 @@ def producer(server: EventHubsServer, hub: str = "eh1") -> EventHubProducerClien
     )
 
 
+async def send(server: EventHubsServer, bodies: list[str], **kwargs: Any) -> None:
+    async with producer(server, kwargs.pop("hub", "eh1")) as client:
+        await client.send_batch([EventData(body) for body in bodies], **kwargs)
+
+
 class AsyncReceiver:
     """`EventHubConsumerClient.receive` as a task, collecting events, errors, ownership."""
 
@@ -218,11 +223,6 @@ async def split_then_resume(eventhubs: EventHubsServer, store: BlobCheckpointSto
     finally:
         await restarted.close()
     assert sorted(received) == [f"new {pid}" for pid in sorted(PARTITIONS)]
-
-
-async def send(server: EventHubsServer, bodies: list[str], **kwargs: Any) -> None:
-    async with producer(server, kwargs.pop("hub", "eh1")) as client:
-        await client.send_batch([EventData(body) for body in bodies], **kwargs)
 
 
 async def test_unknown_hub_is_reported(eventhubs: EventHubsServer) -> None:
