@@ -14,8 +14,10 @@ Node (devstack.amqp.node.Node)
     For each attach, the server asks its nodes in order `node.open_link(link)`; the first
     one returning a `LinkHandler` owns the link. Return None for addresses you don't serve
     (the client then gets amqp:not-found); raise `AmqpError(condition, description)` to
-    refuse with that error. `node.connection_closed(connection)` is called when a client
-    connection ends.
+    refuse with that error. It may also return an asyncio.Future to answer the attach
+    later (its result is the handler, an AmqpError exception refuses; the server cancels it
+    if the client detaches or disconnects first). `node.connection_closed(connection)` is
+    called when a client connection ends.
 
 Link (devstack.amqp.connection.Link) - what open_link sees
     `link.address`      the address without `amqps://host[:port]/`: a queue `q1`, a

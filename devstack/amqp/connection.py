@@ -145,6 +145,8 @@ class Link:
         self.attach_properties: dict[Any, Any] | None = None
         """Properties sent in the attach reply (e.g. a session's locked-until)."""
         self.handler: LinkHandler | None = None
+        self.pending_attach: asyncio.Future[LinkHandler] | None = None
+        """Set while a node holds the attach reply (cancelled if the client gives up)."""
         self.detached = False
         # outgoing link state (server sends)
         self.credit = 0
@@ -258,22 +260,46 @@ class Session:
     def on_attach(self, fields: list[Any]) -> None:
         link = Link(self, fields)
         self.links[link.handle] = link
-        connection = self.connection
-        handler = None
+        handler: LinkHandler | None = None
         error: AmqpError | None = None
         try:
-            handler = connection.route(link)
+            routed = self.connection.route(link)
         except AmqpError as exc:
             error = exc
         except Exception:
             log.exception("node failed to attach %s", link.address)
             error = AmqpError("amqp:internal-error", f"cannot attach to {link.address}")
+        else:
+            if isinstance(routed, asyncio.Future):
+                # the node answers later (e.g. a next-available session): hold the reply
+                link.pending_attach = routed
+                routed.add_done_callback(lambda done: self._finish_pending_attach(link, done))
+                return
+            handler = routed
+        self._complete_attach(link, handler, error)
+
+    def _finish_pending_attach(self, link: Link, done: asyncio.Future[LinkHandler]) -> None:
+        link.pending_attach = None
+        if link.detached or done.cancelled() or self.connection.closed:
+            return
+        error = done.exception()
+        if error is not None and not isinstance(error, AmqpError):
+            log.error("node failed to attach %s: %r", link.address, error)
+            error = AmqpError("amqp:internal-error", f"cannot attach to {link.address}")
+        handler = done.result() if error is None else None
+        self._complete_attach(link, handler, error if isinstance(error, AmqpError) else None)
+
+    def _complete_attach(
+        self, link: Link, handler: LinkHandler | None, error: AmqpError | None
+    ) -> None:
         if handler is None and error is None:
             error = AmqpError(
                 "amqp:not-found", f"The messaging entity '{link.address}' could not be found."
             )
         link.handler = handler
-        connection.send_frame(self.channel, self._attach_reply(link, failed=error is not None))
+        self.connection.send_frame(
+            self.channel, self._attach_reply(link, failed=error is not None)
+        )
         if error is not None:
             self.close_link(link, error, notify=False)
             return
@@ -330,6 +356,8 @@ class Session:
         link = self.links.get(fields[0])
         if link is None or link.detached:
             return
+        if link.pending_attach is not None:
+            link.pending_attach.cancel()
         self._forget(link)
         self.connection.send_frame(
             self.channel, performative(DETACH, [UInt(link.handle), True, None])
@@ -426,6 +454,8 @@ class Session:
     def end(self, error: AmqpError | None = None) -> None:
         for link in list(self.links.values()):
             link.detached = True
+            if link.pending_attach is not None:
+                link.pending_attach.cancel()
             self.connection.notify_detached(link)
         self.links.clear()
         self.connection.send_frame(
@@ -440,7 +470,11 @@ def _ubyte(value: int) -> UByte:
 class Connection(asyncio.Protocol):
     """One client connection; `router` picks the node handler for each new link."""
 
-    def __init__(self, router: Callable[[Link], LinkHandler | None], nodes: list[Node]) -> None:
+    def __init__(
+        self,
+        router: Callable[[Link], LinkHandler | asyncio.Future[LinkHandler] | None],
+        nodes: list[Node],
+    ) -> None:
         self._router = router
         self._nodes = nodes
         self.transport: asyncio.Transport | None = None
@@ -476,6 +510,8 @@ class Connection(asyncio.Protocol):
         for session in list(self.sessions.values()):
             for link in list(session.links.values()):
                 link.detached = True
+                if link.pending_attach is not None:
+                    link.pending_attach.cancel()
                 self.notify_detached(link)
             session.links.clear()
         self.sessions.clear()
@@ -642,6 +678,8 @@ class Connection(asyncio.Protocol):
             for session in list(self.sessions.values()):
                 for link in list(session.links.values()):
                     link.detached = True
+                    if link.pending_attach is not None:
+                        link.pending_attach.cancel()
                     self.notify_detached(link)
                 session.links.clear()
             self.sessions.clear()
@@ -691,7 +729,7 @@ class Connection(asyncio.Protocol):
 
     # ---------------------------------------------------------------- nodes
 
-    def route(self, link: Link) -> LinkHandler | None:
+    def route(self, link: Link) -> LinkHandler | asyncio.Future[LinkHandler] | None:
         return self._router(link)
 
     def notify_detached(self, link: Link) -> None:

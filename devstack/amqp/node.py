@@ -52,10 +52,12 @@ class LinkHandler:
 class Node:
     """A broker component that claims link addresses."""
 
-    def open_link(self, link: Link) -> LinkHandler | None:
+    def open_link(self, link: Link) -> LinkHandler | asyncio.Future[LinkHandler] | None:
         """Return a handler if this node serves `link.address`, else None. Raise AmqpError
         to refuse the attach with that error (e.g. a session that is locked). May set
-        `link.source_reply` and `link.attach_properties` for the attach reply."""
+        `link.source_reply` and `link.attach_properties` for the attach reply. May return
+        a Future instead, to answer the attach later: its result is the handler, its
+        AmqpError exception a refusal; it is cancelled if the client goes away first."""
         return None
 
     def connection_closed(self, connection: Connection) -> None:

@@ -32,7 +32,7 @@ class AmqpServer:
         """Register a node; links attached after this call can reach it."""
         self.nodes.append(node)
 
-    def _route(self, link: Link) -> LinkHandler | None:
+    def _route(self, link: Link) -> LinkHandler | asyncio.Future[LinkHandler] | None:
         for node in self.nodes:
             handler = node.open_link(link)
             if handler is not None:

@@ -5,6 +5,7 @@ All state lives on the server's event loop; nothing here blocks or awaits.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import logging
@@ -86,6 +87,10 @@ class MessageEntity:
         self.locks: dict[uuid.UUID, StoredMessage] = {}
         self.consumers: list[Consumer] = []
         self.sessions: dict[str, MessageSession] = {}
+        self.session_waiters: deque[
+            tuple[Consumer, Callable[[MessageSession], None], asyncio.Future[Any]]
+        ] = deque()
+        """Next-available-session receivers whose attach waits for a session."""
         self.arrivals: deque[int] = deque()
         """Sequence numbers in enqueue order of messages with the default TTL: they expire
         in this order, so no timer per message is needed."""
@@ -136,6 +141,8 @@ class MessageEntity:
             if session is None:
                 session = self.sessions[session_id] = MessageSession(session_id)
             heapq.heappush(session.available, message.sequence_number)
+            if self.session_waiters and session.owner is None:
+                self._serve_session_waiters()
         else:
             heapq.heappush(self.available, message.sequence_number)
         self.schedule_pump()
@@ -324,16 +331,39 @@ class MessageEntity:
 
     # ---------------------------------------------------------------- sessions
 
+    def next_available_session(self) -> MessageSession | None:
+        for candidate in self.sessions.values():
+            if candidate.available and not candidate.locked:
+                return candidate
+        return None
+
+    def wait_for_session(self, consumer: Consumer, bind: Callable[[MessageSession], None],
+                         waiting: asyncio.Future[Any]) -> None:
+        """Call `bind` with the next session that becomes available, locked for `consumer`,
+        unless `waiting` is done (timed out or given up) by then."""
+        self.session_waiters.append((consumer, bind, waiting))
+
+    def _serve_session_waiters(self) -> None:
+        waiters = self.session_waiters
+        while waiters:
+            consumer, bind, waiting = waiters[0]
+            if waiting.done():
+                waiters.popleft()
+                continue
+            session = self.next_available_session()
+            if session is None:
+                return
+            waiters.popleft()
+            bind(self.acquire_session(consumer, session.session_id))
+
     def acquire_session(self, consumer: Consumer, session_id: str | None) -> MessageSession:
         now = now_ms()
         if session_id is None:
-            for candidate in self.sessions.values():
-                if candidate.available and not candidate.locked:
-                    session = candidate
-                    break
-            else:
+            candidate = self.next_available_session()
+            if candidate is None:
                 raise AmqpError("com.microsoft:timeout",
                                 "No unlocked session with messages is available.")
+            session = candidate
         else:
             session = self.sessions.get(session_id) or MessageSession(session_id)
             self.sessions[session_id] = session
@@ -354,6 +384,8 @@ class MessageEntity:
         session.owner = None
         session.locked_until_ms = 0
         self._release_session_messages(session)
+        if self.session_waiters:
+            self._serve_session_waiters()
         if not session.available and session.state is None and not any(
             m.session_id == session.session_id for m in self.messages.values()
         ):

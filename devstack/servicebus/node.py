@@ -49,6 +49,9 @@ DATETIMEOFFSET_EPOCH = 621355968000000000
 """.NET ticks (100 ns) at the Unix epoch: session lock times are sent as .NET ticks."""
 MANAGEMENT_SUFFIX = "/$management"
 TICK_SECONDS = 0.05
+NEXT_SESSION_WAIT = 60.0
+"""How long a next-available-session receiver's attach waits for a session (Azure's
+default operation timeout)."""
 _LIST_ALL_SESSIONS = 253402300800000
 """`last-updated-time` meaning "no filter" (.NET DateTime.MaxValue in ms)."""
 _STATUS_BY_CONDITION = {LOCK_LOST: 410, SESSION_LOCK_LOST: 410, MESSAGE_NOT_FOUND: 404}
@@ -146,6 +149,16 @@ class _ReceiverLinkHandler(LinkHandler):
             self.entity.release_session(self.session)
 
 
+def _bind_session(link: Link, receiver: _ReceiverLinkHandler, session: MessageSession) -> None:
+    """Tie a receiver to its locked session and name the session in the attach reply."""
+    receiver.session = session
+    receiver.session_id = session.session_id
+    fields = (list(link.source.value) + [None] * 11)[:11]
+    fields[7] = {**(fields[7] or {}), SESSION_FILTER: session.session_id}
+    link.source_reply = Described(ULong(SOURCE), fields)
+    link.attach_properties = {SESSION_LOCKED_UNTIL: _ticks(session.locked_until_ms)}
+
+
 def _dead_letter_details(state: Described) -> tuple[str | None, str | None]:
     error = state.value[0] if state.value else None
     if not isinstance(error, Described):
@@ -202,7 +215,7 @@ class ServiceBusNode(Node):
         path = lowered[: -len(MANAGEMENT_SUFFIX)]
         return path in self.broker.entities or path in self.broker.topics
 
-    def open_link(self, link: Link) -> LinkHandler | None:
+    def open_link(self, link: Link) -> LinkHandler | asyncio.Future[LinkHandler] | None:
         handler = self._management.open_link(link)
         if handler is not None:
             return handler
@@ -226,17 +239,37 @@ class ServiceBusNode(Node):
                     "to create a non-sessionful message receiver.",
                 )
             requested = filters.get(SESSION_FILTER)
+            if requested is None and entity.next_available_session() is None:
+                return self._wait_for_session(entity, receiver, link)
             session = entity.acquire_session(
                 receiver, str(requested) if requested is not None else None
             )
-            receiver.session = session
-            receiver.session_id = session.session_id
-            fields = list(link.source.value) + [None] * 11
-            fields = fields[:11]
-            fields[7] = {**(fields[7] or {}), SESSION_FILTER: session.session_id}
-            link.source_reply = Described(ULong(SOURCE), fields)
-            link.attach_properties = {SESSION_LOCKED_UNTIL: _ticks(session.locked_until_ms)}
+            _bind_session(link, receiver, session)
         return receiver
+
+    def _wait_for_session(self, entity: MessageEntity, receiver: _ReceiverLinkHandler,
+                          link: Link) -> asyncio.Future[LinkHandler]:
+        """Hold a next-available-session attach until a session has messages, as Azure
+        does, or refuse it with com.microsoft:timeout after NEXT_SESSION_WAIT seconds."""
+        loop = asyncio.get_running_loop()
+        attached: asyncio.Future[LinkHandler] = loop.create_future()
+
+        def bind(session: MessageSession) -> None:
+            _bind_session(link, receiver, session)
+            attached.set_result(receiver)
+
+        def give_up() -> None:
+            if not attached.done():
+                attached.set_exception(AmqpError(
+                    "com.microsoft:timeout",
+                    f"No session of '{entity.path}' became available within "
+                    f"{NEXT_SESSION_WAIT:.0f} s.",
+                ))
+
+        timer = loop.call_later(NEXT_SESSION_WAIT, give_up)
+        attached.add_done_callback(lambda _: timer.cancel())
+        entity.wait_for_session(receiver, bind, attached)
+        return attached
 
     def connection_closed(self, connection: Connection) -> None:
         """Nothing to do: receivers release their sessions as their links detach."""

@@ -100,3 +100,26 @@ def test_list_sessions_names_sessions_with_messages_or_state(client):
     with client.get_queue_receiver("sessions", session_id="with-state") as receiver:
         receiver.session.set_state(b"kept")
     assert sorted(client.list_queue_sessions("sessions")) == ["with-messages", "with-state"]
+
+
+def test_next_available_session_receiver_waits_for_a_session_to_arrive(client, stack):
+    import threading
+
+    from .conftest import wait_until
+
+    received: list[str] = []
+
+    def receive_next_session() -> None:
+        with client.get_queue_receiver("sessions", session_id=NEXT_AVAILABLE_SESSION,
+                                       max_wait_time=20) as receiver:
+            (message,) = receiver.receive_messages(max_wait_time=MAX_WAIT)
+            received.append(f"{receiver.session.session_id}:{message}")
+            receiver.complete_message(message)
+
+    waiting = threading.Thread(target=receive_next_session)
+    waiting.start()
+    entity = stack.servicebus.broker.entity("sessions")
+    wait_until(lambda: stack.call(lambda: len(entity.session_waiters)) == 1)
+    send(client, ("late", "arrived"))
+    waiting.join(timeout=30)
+    assert wait_until(lambda: received) == ["late:arrived"]
