@@ -3,11 +3,13 @@ functions driven like the host drives them. Used by the tests, the demo and the 
 
 from __future__ import annotations
 
+import importlib.util
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from azure.data.tables import TableServiceClient
@@ -19,12 +21,26 @@ from agents.orders import bootstrap, entities
 from agents.orders.handlers import FRAUD_ALERT_TYPE, OrdersContext
 from agents.orders.model import Service
 from agents.orders.simulators import Mode, Switch
-from function_app import app
 from tests.integration.backbone.broker import BrokerPublisher, InMemoryBroker
 from tests.integration.orders.pump import FunctionHost, body_of
 
+ROOT = Path(__file__).resolve().parents[3]
 STEP_TIMEOUT = timedelta(seconds=30)
-FUNCTIONS = app.get_functions()
+
+
+def registered_functions() -> list[Any]:
+    """`app.get_functions()` of a fresh load of function_app.py: an app allows that call
+    once, and other tests call it on the imported `function_app` module."""
+    spec = importlib.util.spec_from_file_location("function_app_under_orders_tests",
+                                                  ROOT / "function_app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    functions: list[Any] = module.app.get_functions()
+    return functions
+
+
+FUNCTIONS = registered_functions()
 
 
 @dataclass
