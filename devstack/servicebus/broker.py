@@ -659,8 +659,6 @@ class Broker:
                 self._cancelled.discard(sequence_number)
                 continue
             self._scheduled_index.pop(sequence_number, None)
-            message.annotations = {k: v for k, v in message.annotations.items()
-                                   if k != SCHEDULED_ENQUEUE_TIME}
             self.forward(path, message, 0)
         expiries = self._expiries
         while expiries and expiries[0][0] <= now:

@@ -7,7 +7,7 @@ import uuid
 from enum import IntEnum
 from typing import Any
 
-from devstack.amqp.codec import Symbol, Timestamp, UInt, encode_value
+from devstack.amqp.codec import Symbol, Timestamp, UByte, UInt, encode_value
 from devstack.amqp.message import (
     APPLICATION_PROPERTIES,
     PROPERTIES,
@@ -133,7 +133,7 @@ class StoredMessage:
             out,
             [
                 self.durable,
-                None,
+                UByte(self.priority) if self.priority is not None else None,
                 UInt(self.ttl_ms) if self.ttl_ms is not None else None,
                 None,
                 UInt(delivery_count),

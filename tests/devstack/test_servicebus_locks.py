@@ -105,4 +105,5 @@ def test_message_sent_with_scheduled_time_is_held_until_then(client):
         (got,) = wait_until(lambda: receiver.receive_messages(max_wait_time=1))
         assert str(got) == "via property"
         assert got.enqueued_time_utc >= due - datetime.timedelta(milliseconds=1)
+        assert got.scheduled_enqueue_time_utc is not None
         receiver.complete_message(got)
