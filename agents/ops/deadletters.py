@@ -24,7 +24,7 @@ from azure.servicebus.amqp import AmqpMessageBodyType
 
 from agents.ops.config import Catalogue, OpsError, ServiceBusEntity
 from agents.ops.connections import Connections
-from agents.ops.servicebus import peek_all, settle_chosen
+from agents.ops.servicebus import peek_all, receiver, settle_chosen
 
 _PEEKERS = 8
 REASON = "DeadLetterReason"
@@ -95,8 +95,9 @@ def list_dead_letters(connections: Connections, catalogue: Catalogue,
         connections.servicebus(target.setting)  # a missing setting fails here, by name
 
     def peek(target: ServiceBusEntity) -> list[DeadLetter]:
-        with connections.own_servicebus(target.setting) as client:
-            return [DeadLetter.of(target, m) for m in peek_all(client, target, dead_letter=True)]
+        with connections.own_servicebus(target.setting) as client, \
+                receiver(client, target, dead_letter=True) as peeker:
+            return [DeadLetter.of(target, m) for m in peek_all(peeker)]
 
     # Opening and closing a receiver link costs round trips; peek the entities side by side.
     with ThreadPoolExecutor(max_workers=_PEEKERS) as pool:
@@ -120,45 +121,45 @@ def replay_dead_letters(
     complete each dead-lettered copy only after its resend succeeded."""
     target = catalogue.entity(entity)
     client = connections.servicebus(target.setting)
-    letters = {letter.sequence_number: letter for letter in
-               (DeadLetter.of(target, m) for m in peek_all(client, target, dead_letter=True))}
-    wanted = sorted(letters) if sequence_numbers is None else sorted(set(sequence_numbers))
-    results: dict[int, ReplayResult] = {}
-    eligible: list[int] = []
-    for sequence in wanted:
-        letter = letters.get(sequence)
-        if letter is None:
-            results[sequence] = ReplayResult(
-                target.path, sequence, None, "skipped",
-                "not in the dead-letter queue (already replayed or removed)")
-        elif (why := _not_replayable(target, letter, now())) is not None:
-            results[sequence] = ReplayResult(target.path, sequence, letter.message_id,
-                                             "skipped", why)
-        else:
-            eligible.append(sequence)
-    sent_to = f"topic {target.send_to}" if target.topic else f"queue {target.send_to}"
-    if dry_run:
-        for sequence in eligible:
-            results[sequence] = ReplayResult(target.path, sequence,
-                                             letters[sequence].message_id, "would replay",
-                                             f"to {sent_to}")
-    elif eligible:
-        with client.get_topic_sender(target.send_to) if target.topic \
-                else client.get_queue_sender(target.send_to) as sender:
-            def resend(message: ServiceBusReceivedMessage) -> bool:
-                sender.send_messages(replay_message(target, message))
-                return True
+    with receiver(client, target, dead_letter=True) as dead_letters:
+        letters = {letter.sequence_number: letter for letter in
+                   (DeadLetter.of(target, m) for m in peek_all(dead_letters))}
+        wanted = sorted(letters) if sequence_numbers is None else sorted(set(sequence_numbers))
+        results: dict[int, ReplayResult] = {}
+        eligible: list[int] = []
+        for sequence in wanted:
+            letter = letters.get(sequence)
+            if letter is None:
+                results[sequence] = ReplayResult(
+                    target.path, sequence, None, "skipped",
+                    "not in the dead-letter queue (already replayed or removed)")
+            elif (why := _not_replayable(target, letter, now())) is not None:
+                results[sequence] = ReplayResult(target.path, sequence, letter.message_id,
+                                                 "skipped", why)
+            else:
+                eligible.append(sequence)
+        sent_to = f"topic {target.send_to}" if target.topic else f"queue {target.send_to}"
+        if dry_run:
+            for sequence in eligible:
+                results[sequence] = ReplayResult(target.path, sequence,
+                                                 letters[sequence].message_id, "would replay",
+                                                 f"to {sent_to}")
+        elif eligible:
+            with client.get_topic_sender(target.send_to) if target.topic \
+                    else client.get_queue_sender(target.send_to) as sender:
+                def resend(message: ServiceBusReceivedMessage) -> bool:
+                    sender.send_messages(replay_message(target, message))
+                    return True
 
-            done = settle_chosen(client, target, dead_letter=True, chosen=eligible,
-                                 act=resend)
-        for sequence in eligible:
-            letter = letters[sequence]
-            results[sequence] = (
-                ReplayResult(target.path, sequence, letter.message_id, "replayed",
-                             f"sent to {sent_to}, dead-lettered copy completed")
-                if sequence in done else
-                ReplayResult(target.path, sequence, letter.message_id, "skipped",
-                             "gone from the dead-letter queue before it could be locked"))
+                done = settle_chosen(dead_letters, chosen=eligible, act=resend)
+            for sequence in eligible:
+                letter = letters[sequence]
+                results[sequence] = (
+                    ReplayResult(target.path, sequence, letter.message_id, "replayed",
+                                 f"sent to {sent_to}, dead-lettered copy completed")
+                    if sequence in done else
+                    ReplayResult(target.path, sequence, letter.message_id, "skipped",
+                                 "gone from the dead-letter queue before it could be locked"))
     return [results[sequence] for sequence in wanted]
 
 

@@ -25,7 +25,7 @@ from agents.backbone.parking import PARKED
 from agents.ops.config import Catalogue, OpsError, ServiceBusEntity, setting_for
 from agents.ops.connections import Connections
 from agents.ops.deadletters import REPLAY_COUNT, REPLAYED_FROM, ReplayResult, decode_body
-from agents.ops.servicebus import peek_all, settle_chosen
+from agents.ops.servicebus import peek_all, receiver, settle_chosen
 
 REPLAYED_OFFSET = "replayedOffset"
 
@@ -95,8 +95,8 @@ def parking_queue(catalogue: Catalogue, name: str | None) -> ServiceBusEntity:
 def list_parked(connections: Connections, catalogue: Catalogue, queue: str | None = None
                 ) -> list[ParkedEvent]:
     target = parking_queue(catalogue, queue)
-    return [ParkedEvent.of(target, message) for message in
-            peek_all(connections.servicebus(target.setting), target, dead_letter=False)]
+    with receiver(connections.servicebus(target.setting), target, dead_letter=False) as peeker:
+        return [ParkedEvent.of(target, message) for message in peek_all(peeker)]
 
 
 def show_parked(connections: Connections, catalogue: Catalogue, sequence_number: int,
@@ -113,47 +113,48 @@ def replay_parked(connections: Connections, catalogue: Catalogue, *,
                   dry_run: bool = False) -> list[ReplayResult]:
     """Republish the chosen parked events to their hub and partition, then complete them."""
     target = parking_queue(catalogue, queue)
-    parked = {p.sequence_number: p for p in list_parked(connections, catalogue, target.name)}
-    wanted = sorted(parked) if sequence_numbers is None else sorted(set(sequence_numbers))
-    results: dict[int, ReplayResult] = {}
-    eligible = []
-    for sequence in wanted:
-        event = parked.get(sequence)
-        if event is None:
-            results[sequence] = ReplayResult(target.name, sequence, None, "skipped",
-                                             "not parked (already replayed or removed)")
-        elif event.hub.lower() not in {hub.lower() for hub in catalogue.hubs}:
-            results[sequence] = ReplayResult(target.name, sequence, event.message_id,
-                                             "skipped", f"hub {event.hub!r} is not in the "
-                                             "entity catalogue")
-        else:
-            eligible.append(sequence)
-    if dry_run:
-        for sequence in eligible:
-            event = parked[sequence]
-            results[sequence] = ReplayResult(
-                target.name, sequence, event.message_id, "would replay",
-                f"to {event.hub} partition {event.partition_id}")
-    elif eligible:
-        def republish(message: ServiceBusReceivedMessage) -> bool:
-            event = ParkedEvent.of(target, message)
-            hub = catalogue.hub(event.hub)
-            producer = connections.producer(setting_for(hub, "EVENTHUBS"), hub)
-            producer.send_batch([replay_event(event)], partition_id=event.partition_id)
-            return True
+    hubs = {hub.lower() for hub in catalogue.hubs}
+    with receiver(connections.servicebus(target.setting), target, dead_letter=False) as parking:
+        parked = {p.sequence_number: p for p in
+                  (ParkedEvent.of(target, m) for m in peek_all(parking))}
+        wanted = sorted(parked) if sequence_numbers is None else sorted(set(sequence_numbers))
+        results: dict[int, ReplayResult] = {}
+        eligible = []
+        for sequence in wanted:
+            event = parked.get(sequence)
+            if event is None:
+                results[sequence] = ReplayResult(target.name, sequence, None, "skipped",
+                                                 "not parked (already replayed or removed)")
+            elif event.hub.lower() not in hubs:
+                results[sequence] = ReplayResult(target.name, sequence, event.message_id,
+                                                 "skipped", f"hub {event.hub!r} is not in the "
+                                                 "entity catalogue")
+            else:
+                eligible.append(sequence)
+        if dry_run:
+            for sequence in eligible:
+                event = parked[sequence]
+                results[sequence] = ReplayResult(
+                    target.name, sequence, event.message_id, "would replay",
+                    f"to {event.hub} partition {event.partition_id}")
+        elif eligible:
+            def republish(message: ServiceBusReceivedMessage) -> bool:
+                event = ParkedEvent.of(target, message)
+                hub = catalogue.hub(event.hub)
+                producer = connections.producer(setting_for(hub, "EVENTHUBS"), hub)
+                producer.send_batch([replay_event(event)], partition_id=event.partition_id)
+                return True
 
-        client = connections.servicebus(target.setting)
-        done = settle_chosen(client, target, dead_letter=False, chosen=eligible,
-                             act=republish)
-        for sequence in eligible:
-            event = parked[sequence]
-            results[sequence] = (
-                ReplayResult(target.name, sequence, event.message_id, "replayed",
-                             f"sent to {event.hub} partition {event.partition_id}, "
-                             "parked message completed")
-                if sequence in done else
-                ReplayResult(target.name, sequence, event.message_id, "skipped",
-                             "gone from the parking queue before it could be locked"))
+            done = settle_chosen(parking, chosen=eligible, act=republish)
+            for sequence in eligible:
+                event = parked[sequence]
+                results[sequence] = (
+                    ReplayResult(target.name, sequence, event.message_id, "replayed",
+                                 f"sent to {event.hub} partition {event.partition_id}, "
+                                 "parked message completed")
+                    if sequence in done else
+                    ReplayResult(target.name, sequence, event.message_id, "skipped",
+                                 "gone from the parking queue before it could be locked"))
     return [results[sequence] for sequence in wanted]
 
 

@@ -41,21 +41,18 @@ def receiver(client: ServiceBusClient, entity: ServiceBusEntity, *, dead_letter:
         yield made
 
 
-def peek_all(client: ServiceBusClient, entity: ServiceBusEntity, *, dead_letter: bool
-             ) -> list[ServiceBusReceivedMessage]:
+def peek_all(peeker: ServiceBusReceiver) -> list[ServiceBusReceivedMessage]:
     """Every message, oldest first, without locking or consuming any."""
     messages: list[ServiceBusReceivedMessage] = []
-    with receiver(client, entity, dead_letter=dead_letter) as peeker:
-        next_sequence = 0
-        while page := peeker.peek_messages(max_message_count=_PEEK_PAGE,
-                                           sequence_number=next_sequence):
-            messages.extend(page)
-            next_sequence = page[-1].sequence_number + 1  # type: ignore[operator]
+    next_sequence = 0
+    while page := peeker.peek_messages(max_message_count=_PEEK_PAGE,
+                                       sequence_number=next_sequence):
+        messages.extend(page)
+        next_sequence = page[-1].sequence_number + 1  # type: ignore[operator]
     return messages
 
 
-def settle_chosen(client: ServiceBusClient, entity: ServiceBusEntity, *, dead_letter: bool,
-                  chosen: Collection[int],
+def settle_chosen(locked: ServiceBusReceiver, *, chosen: Collection[int],
                   act: Callable[[ServiceBusReceivedMessage], bool]) -> set[int]:
     """Lock messages until every chosen sequence number is seen (or none is left); for each
     chosen one call `act` and complete it when `act` returns True, else give it back.
@@ -66,23 +63,22 @@ def settle_chosen(client: ServiceBusClient, entity: ServiceBusEntity, *, dead_le
     remaining = set(chosen)
     completed: set[int] = set()
     held: list[ServiceBusReceivedMessage] = []
-    with receiver(client, entity, dead_letter=dead_letter) as locked:
-        try:
-            while remaining:
-                page = locked.receive_messages(max_message_count=_RECEIVE_PAGE,
-                                               max_wait_time=_RECEIVE_WAIT_SECONDS)
-                if not page:
-                    break
-                held.extend(page)
-                for message in page:
-                    sequence = message.sequence_number
-                    if sequence in remaining:
-                        remaining.discard(sequence)
-                        if act(message):
-                            locked.complete_message(message)
-                            held.remove(message)
-                            completed.add(sequence)
-        finally:
-            for message in held:
-                locked.abandon_message(message)
+    try:
+        while remaining:
+            page = locked.receive_messages(max_message_count=_RECEIVE_PAGE,
+                                           max_wait_time=_RECEIVE_WAIT_SECONDS)
+            if not page:
+                break
+            held.extend(page)
+            for message in page:
+                sequence = message.sequence_number
+                if sequence in remaining:
+                    remaining.discard(sequence)
+                    if act(message):
+                        locked.complete_message(message)
+                        held.remove(message)
+                        completed.add(sequence)
+    finally:
+        for message in held:
+            locked.abandon_message(message)
     return completed

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSubQueue
 
 # The duplicate-detection window of the test entity files (see conftest.py).
-WINDOW = timedelta(seconds=6)
+WINDOW = timedelta(seconds=4)
 
 
 def send(bus: ServiceBusClient, queue_or_topic: str, message: ServiceBusMessage, *,
@@ -21,15 +21,17 @@ def send(bus: ServiceBusClient, queue_or_topic: str, message: ServiceBusMessage,
 
 def dead_letter_one(bus: ServiceBusClient, queue: str, *, subscription: str | None = None,
                     reason: str = "InvalidEvent", description: str = "amount is negative"
-                    ) -> int:
-    """Receive the next message and dead-letter it with a reason; its DLQ sequence number."""
+                    ) -> tuple[int, datetime]:
+    """Receive the next message and dead-letter it with a reason. Returns its dead-letter
+    sequence number and its enqueued time."""
     receiver = (bus.get_subscription_receiver(queue, subscription) if subscription
                 else bus.get_queue_receiver(queue))
     with receiver:
         [message] = receiver.receive_messages(max_message_count=1, max_wait_time=10)
         receiver.dead_letter_message(message, reason=reason, error_description=description)
     dead = peek(bus, queue, subscription=subscription, dead_letter=True)
-    return next(m.sequence_number for m in dead if m.message_id == message.message_id)
+    letter = next(m for m in dead if m.message_id == message.message_id)
+    return letter.sequence_number, letter.enqueued_time_utc
 
 
 def peek(bus: ServiceBusClient, queue: str, *, subscription: str | None = None,
@@ -42,13 +44,21 @@ def peek(bus: ServiceBusClient, queue: str, *, subscription: str | None = None,
 
 
 def receive_all(bus: ServiceBusClient, queue: str, *, subscription: str | None = None,
-                wait: float = 2.0) -> list:
-    """Receive and complete every message that arrives within `wait` seconds of the last."""
+                expected: int = 1, deadline: float = 20.0) -> list:
+    """Receive and complete messages until `expected` arrived (or the deadline passed),
+    then any more that arrive within half a second: a duplicate is already queued by then,
+    since every send in these tests returns only after the broker accepted it."""
     receiver = (bus.get_subscription_receiver(queue, subscription) if subscription
                 else bus.get_queue_receiver(queue))
-    received = []
+    received: list = []
+    give_up = time.monotonic() + deadline
     with receiver:
-        while batch := receiver.receive_messages(max_message_count=50, max_wait_time=wait):
+        while len(received) < expected and time.monotonic() < give_up:
+            batch = receiver.receive_messages(max_message_count=50, max_wait_time=1)
+            for message in batch:
+                receiver.complete_message(message)
+            received.extend(batch)
+        while batch := receiver.receive_messages(max_message_count=50, max_wait_time=0.5):
             for message in batch:
                 receiver.complete_message(message)
             received.extend(batch)

@@ -2,8 +2,8 @@
 
 Each test gets its own devstack (it starts in about 0.1 s), so a test sees only its own
 dead letters. The entity files are the app's `infra/entities/` with one change: duplicate
-detection windows of 6 s instead of 5 min. Replay keeps the MessageId, so a replay must wait
-out the window of the original send; 6 s keeps that wait short, yet longer than one CLI run
+detection windows of 4 s instead of 5 min. Replay keeps the MessageId, so a replay must wait
+out the window of the original send; 4 s keeps that wait short, yet longer than one CLI run
 (which the crash test needs), while every name, rule and count stays the app's own (the
 session fixture `devstack` has the 5-minute window).
 """
@@ -32,7 +32,7 @@ def entities_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for namespace in servicebus["UserConfig"]["Namespaces"]:
         for entity in namespace.get("Queues", []) + namespace.get("Topics", []):
             if "DuplicateDetectionHistoryTimeWindow" in entity["Properties"]:
-                entity["Properties"]["DuplicateDetectionHistoryTimeWindow"] = "PT6S"
+                entity["Properties"]["DuplicateDetectionHistoryTimeWindow"] = "PT4S"
     (folder / "servicebus.json").write_text(json.dumps(servicebus))
     for name in ("eventhubs.json", "eventgrid.json"):
         (folder / name).write_text((ENTITIES / name).read_text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 from azure.servicebus import ServiceBusMessage
 
@@ -26,13 +27,13 @@ def order_message(message_id: str = "order-1") -> ServiceBusMessage:
                              application_properties={"tenant": "contoso"})
 
 
-def dead_lettered_order(bus, message_id: str = "order-1") -> int:
+def dead_lettered_order(bus, message_id: str = "order-1") -> tuple[int, datetime]:
     send(bus, QUEUE, order_message(message_id))
     return dead_letter_one(bus, QUEUE)
 
 
 def test_list_shows_each_dead_letter_with_its_reason_without_consuming_it(bus, ops):
-    sequence = dead_lettered_order(bus)
+    sequence, _ = dead_lettered_order(bus)
     result = ops("deadletters", "list", "--json")
     assert result.exit_code == 0, result.output
     [still_there] = peek(bus, QUEUE, dead_letter=True)
@@ -53,7 +54,7 @@ def test_list_prints_a_table_an_engineer_can_read(bus, ops):
 
 
 def test_show_prints_properties_and_the_body_as_json(bus, ops):
-    sequence = dead_lettered_order(bus)
+    sequence, _ = dead_lettered_order(bus)
     result = ops("deadletters", "show", QUEUE, str(sequence))
     assert result.exit_code == 0, result.output
     shown = json.loads(result.output)
@@ -64,8 +65,8 @@ def test_show_prints_properties_and_the_body_as_json(bus, ops):
 
 
 def test_replay_sends_it_back_with_its_message_id_and_completes_the_dead_letter(bus, ops):
-    sequence = dead_lettered_order(bus)
-    outwait_duplicate_window(peek(bus, QUEUE, dead_letter=True)[0].enqueued_time_utc)
+    sequence, enqueued = dead_lettered_order(bus)
+    outwait_duplicate_window(enqueued)
     result = ops("deadletters", "replay", QUEUE, "--seq", str(sequence), "--json")
     assert result.exit_code == 0, result.output
     assert [r["outcome"] for r in json.loads(result.output)] == ["replayed"]
@@ -80,8 +81,8 @@ def test_replay_sends_it_back_with_its_message_id_and_completes_the_dead_letter(
 
 
 def test_replaying_twice_delivers_one_message_and_says_why_the_second_skipped(bus, ops):
-    sequence = dead_lettered_order(bus)
-    outwait_duplicate_window(peek(bus, QUEUE, dead_letter=True)[0].enqueued_time_utc)
+    sequence, enqueued = dead_lettered_order(bus)
+    outwait_duplicate_window(enqueued)
     first = ops("deadletters", "replay", QUEUE, "--seq", str(sequence), "--json")
     second = ops("deadletters", "replay", QUEUE, "--seq", str(sequence), "--json")
     assert first.exit_code == 0, first.output
@@ -94,9 +95,8 @@ def test_replaying_twice_delivers_one_message_and_says_why_the_second_skipped(bu
 def test_a_replay_rerun_after_a_crash_before_complete_delivers_one_message(bus, ops):
     """The resend went out but the dead-lettered copy was not completed (crash): running the
     replay again resends the same MessageId, which duplicate detection drops."""
-    sequence = dead_lettered_order(bus)
-    [letter] = peek(bus, QUEUE, dead_letter=True)
-    outwait_duplicate_window(letter.enqueued_time_utc)
+    sequence, enqueued = dead_lettered_order(bus)
+    outwait_duplicate_window(enqueued)
     send(bus, QUEUE, order_message())
     result = ops("deadletters", "replay", QUEUE, "--seq", str(sequence))
     assert result.exit_code == 0, result.output
@@ -105,8 +105,8 @@ def test_a_replay_rerun_after_a_crash_before_complete_delivers_one_message(bus, 
 
 
 def test_dry_run_changes_nothing(bus, ops):
-    sequence = dead_lettered_order(bus)
-    outwait_duplicate_window(peek(bus, QUEUE, dead_letter=True)[0].enqueued_time_utc)
+    sequence, enqueued = dead_lettered_order(bus)
+    outwait_duplicate_window(enqueued)
     result = ops("deadletters", "replay", QUEUE, "--all", "--dry-run", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == [{
@@ -118,19 +118,19 @@ def test_dry_run_changes_nothing(bus, ops):
 
 def test_replay_all_replays_every_dead_letter_of_the_entity(bus, ops):
     for message_id in ("order-1", "order-2", "order-3"):
-        dead_lettered_order(bus, message_id)
-    outwait_duplicate_window(peek(bus, QUEUE, dead_letter=True)[-1].enqueued_time_utc)
+        _, enqueued = dead_lettered_order(bus, message_id)
+    outwait_duplicate_window(enqueued)
     result = ops("deadletters", "replay", QUEUE, "--all")
     assert result.exit_code == 0, result.output
     assert "3 replayed" in result.output
-    assert sorted(m.message_id for m in receive_all(bus, QUEUE)) == [
+    assert sorted(m.message_id for m in receive_all(bus, QUEUE, expected=3)) == [
         "order-1", "order-2", "order-3"]
 
 
 def test_replaying_one_leaves_the_others_dead_lettered(bus, ops):
-    first = dead_lettered_order(bus, "order-1")
-    dead_lettered_order(bus, "order-2")
-    outwait_duplicate_window(peek(bus, QUEUE, dead_letter=True)[-1].enqueued_time_utc)
+    first, _ = dead_lettered_order(bus, "order-1")
+    _, enqueued = dead_lettered_order(bus, "order-2")
+    outwait_duplicate_window(enqueued)
     result = ops("deadletters", "replay", QUEUE, "--seq", str(first))
     assert result.exit_code == 0, result.output
     assert [m.message_id for m in receive_all(bus, QUEUE)] == ["order-1"]
@@ -138,7 +138,7 @@ def test_replaying_one_leaves_the_others_dead_lettered(bus, ops):
 
 
 def test_a_dead_letter_inside_the_duplicate_window_is_skipped_not_lost(bus, ops):
-    sequence = dead_lettered_order(bus)
+    sequence, _ = dead_lettered_order(bus)
     result = ops("deadletters", "replay", QUEUE, "--seq", str(sequence), "--json")
     assert result.exit_code == SKIPPED
     [skipped] = json.loads(result.output)
@@ -150,17 +150,15 @@ def test_a_subscription_dead_letter_is_replayed_through_its_topic_and_rule(bus, 
     send(bus, "triage-tickets", ServiceBusMessage(
         b'{"ticket": "t-9"}', message_id="ticket-9", application_properties={"team": "billing"}),
         topic=True)
-    sequence = dead_letter_one(bus, "triage-tickets", subscription="billing")
-    outwait_duplicate_window(
-        peek(bus, "triage-tickets", subscription="billing", dead_letter=True)[0]
-        .enqueued_time_utc)
+    sequence, enqueued = dead_letter_one(bus, "triage-tickets", subscription="billing")
+    outwait_duplicate_window(enqueued)
     result = ops("deadletters", "replay", "triage-tickets/billing", "--seq", str(sequence),
                  "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)[0]["detail"].startswith("sent to topic triage-tickets")
     [again] = receive_all(bus, "triage-tickets", subscription="billing")
     assert again.message_id == "ticket-9" and properties(again)["team"] == "billing"
-    assert receive_all(bus, "triage-tickets", subscription="technical", wait=0.5) == []
+    assert receive_all(bus, "triage-tickets", subscription="technical", expected=0) == []
 
 
 def test_an_unknown_entity_is_a_usage_error_naming_the_known_ones(ops):
