@@ -25,6 +25,7 @@ class Faults:
     def __init__(self) -> None:
         self.busy: dict[str, int] = {}
         self.duplicates: dict[str, int] = {}
+        self.duplicate_sends: dict[str, int] = {}
 
     @staticmethod
     def _take(counts: dict[str, int], path: str) -> bool:
@@ -48,9 +49,15 @@ class Faults:
         """True if this delivery should be delivered again after it is settled."""
         return bool(self.duplicates) and self._take(self.duplicates, path)
 
+    def take_duplicate_send(self, path: str) -> bool:
+        """True if this send should be stored twice, as when a producer retries a send
+        whose acknowledgement was lost."""
+        return bool(self.duplicate_sends) and self._take(self.duplicate_sends, path)
+
     def clear(self) -> None:
         self.busy.clear()
         self.duplicates.clear()
+        self.duplicate_sends.clear()
 
 
 class FaultInjector:
@@ -101,6 +108,14 @@ class FaultInjector:
         as a duplicate delivery (same MessageId and body, new sequence number)."""
         self._stack.call(lambda: self._arm(self._stack.fault_state.duplicates, entity, times))
 
+    def duplicate_sends(self, entity: str | None = None, times: int = 1) -> None:
+        """The next `times` sends (to `entity`, or any queue, topic or event hub) are stored
+        twice, as when a producer retries a send whose acknowledgement was lost. Service
+        Bus duplicate detection, where configured, drops the second copy, as in Azure."""
+        self._stack.call(
+            lambda: self._arm(self._stack.fault_state.duplicate_sends, entity, times)
+        )
+
     def add_latency(self, seconds: float) -> None:
         """Hold every frame the server writes for `seconds` (0 removes the latency)."""
         self._stack.call(lambda: self._set_latency(seconds))
@@ -114,7 +129,8 @@ class FaultInjector:
     def http_app(self) -> web.Application:
         """`POST /faults/<name>` with query parameters, answering JSON:
         drop-connections, expire-locks?entity=, server-busy?entity=&times=,
-        deliver-twice?entity=&times=, latency?seconds=, clear."""
+        deliver-twice?entity=&times=, duplicate-send?entity=&times=, latency?seconds=,
+        clear."""
 
         def entity_of(request: web.Request) -> str | None:
             return request.query.get("entity") or None
@@ -136,6 +152,11 @@ class FaultInjector:
             self._arm(self._stack.fault_state.duplicates, entity_of(request), times_of(request))
             return web.json_response({"armed": "deliver-twice"})
 
+        async def resend(request: web.Request) -> web.Response:
+            self._arm(self._stack.fault_state.duplicate_sends, entity_of(request),
+                      times_of(request))
+            return web.json_response({"armed": "duplicate-send"})
+
         async def latency(request: web.Request) -> web.Response:
             seconds = float(request.query.get("seconds", "0"))
             self._set_latency(seconds)
@@ -150,6 +171,7 @@ class FaultInjector:
         app.router.add_post("/faults/expire-locks", expire)
         app.router.add_post("/faults/server-busy", busy)
         app.router.add_post("/faults/deliver-twice", twice)
+        app.router.add_post("/faults/duplicate-send", resend)
         app.router.add_post("/faults/latency", latency)
         app.router.add_post("/faults/clear", clear)
         return app

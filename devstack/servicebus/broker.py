@@ -573,6 +573,8 @@ class Broker:
         path = path.lower()
         if self.faults is not None:
             self.faults.before_send(path)
+            if self.faults.take_duplicate_send(path):
+                self.send(path, message.copy())
         if path in self.duplicates:
             message_id = message.message_id
             if message_id is not None and self.duplicates[path].seen(message_id):

@@ -100,3 +100,18 @@ def test_http_fault_api_arms_server_busy_and_drops_connections():
                 sender.send_messages(ServiceBusMessage("throttled"))
             assert post(stack.admin_url, "/faults/drop-connections")["dropped"] == 1
             assert post(stack.admin_url, "/faults/clear") == {"cleared": True}
+
+
+def test_duplicate_send_stores_a_second_copy_unless_duplicate_detection_drops_it(client, stack):
+    stack.faults.duplicate_sends("work")
+    stack.faults.duplicate_sends("dedupe")
+    with client.get_queue_sender("work") as sender:
+        sender.send_messages(ServiceBusMessage("retried", message_id="r-1"))
+    with client.get_queue_sender("dedupe") as sender:
+        sender.send_messages(ServiceBusMessage("retried", message_id="r-2"))
+    for queue, expected in (("work", ["r-1", "r-1"]), ("dedupe", ["r-2"])):
+        with client.get_queue_receiver(
+                queue, receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE) as receiver:
+            got = receiver.receive_messages(max_message_count=5, max_wait_time=MAX_WAIT)
+            got += receiver.receive_messages(max_message_count=5, max_wait_time=1)
+            assert [m.message_id for m in got] == expected
