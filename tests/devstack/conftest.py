@@ -35,6 +35,8 @@ TEST_CONFIG = servicebus_config(
         queue("two-tries", MaxDeliveryCount=2),
         queue("dedupe", RequiresDuplicateDetection=True,
               DuplicateDetectionHistoryTimeWindow="PT1M"),
+        queue("dedupe-short", RequiresDuplicateDetection=True,
+              DuplicateDetectionHistoryTimeWindow="PT1S"),
         queue("expiring", DeadLetteringOnMessageExpiration=True),
         queue("expiring-drop", DeadLetteringOnMessageExpiration=False),
         queue("sessions", RequiresSession=True, LockDuration="PT5S"),

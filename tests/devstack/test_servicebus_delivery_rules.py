@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import time
 
 import pytest
 from azure.servicebus import (
@@ -39,6 +40,15 @@ def test_duplicate_message_id_within_the_window_is_dropped(client):
         sender.send_messages(ServiceBusMessage("again", message_id="order-1"))
         sender.send_messages(ServiceBusMessage("other", message_id="order-2"))
     assert [str(m) for m in drain(client, "dedupe")] == ["first", "other"]
+
+
+def test_a_message_id_is_accepted_again_once_its_window_has_passed(client):
+    with client.get_queue_sender("dedupe-short") as sender:
+        sender.send_messages(ServiceBusMessage("first", message_id="order-1"))
+        sender.send_messages(ServiceBusMessage("dropped", message_id="order-1"))
+        time.sleep(1.2)  # the configured window is one second
+        sender.send_messages(ServiceBusMessage("after the window", message_id="order-1"))
+    assert [str(m) for m in drain(client, "dedupe-short")] == ["first", "after the window"]
 
 
 def test_queues_without_duplicate_detection_keep_duplicates(client):
