@@ -32,7 +32,7 @@ SKIPPED = 3
 
 app = typer.Typer(help="Inspect and replay dead letters, parked poison events and Event Grid "
                        "dead-letter blobs; show and sweep the outbox.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 deadletters_app = typer.Typer(help="Service Bus dead-letter queues (queues and topic "
                                    "subscriptions).", no_args_is_help=True)
 poison_app = typer.Typer(help="Event Hubs poison events parked on Service Bus.",
