@@ -138,7 +138,12 @@ def replay_dead_letters(
                                                  "skipped", why)
             else:
                 eligible.append(sequence)
-        sent_to = f"topic {target.send_to}" if target.topic else f"queue {target.send_to}"
+        sent_to = f"queue {target.send_to}"
+        if target.topic:
+            siblings = [e.name for e in catalogue.servicebus
+                        if e.topic == target.topic and e.name != target.name]
+            sent_to = f"topic {target.send_to}" + (
+                f" (also {', '.join(siblings)} where their rules match)" if siblings else "")
         if dry_run:
             for sequence in eligible:
                 results[sequence] = ReplayResult(target.path, sequence,
