@@ -1,7 +1,7 @@
 """`python -m agents.ops`: the on-call engineer's view of everything that did not go through.
 
-Exit codes: 0 done, 1 a service call failed, 2 a usage or configuration problem (missing
-setting, unknown entity), 3 a replay left something skipped.
+Exit codes: 0 done, 1 a service call (or a replay's send) failed, 2 a usage or configuration
+problem (missing setting, unknown entity), 3 a replay left something skipped.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ DryRun = Annotated[bool, typer.Option("--dry-run", help="Say what would happen; 
 
 
 def report_replay(rows: list[dict[str, Any]], columns: Sequence[str], as_json: bool) -> None:
-    """The replay table; exit code 3 when anything was skipped, so scripts notice."""
+    """The replay table; exit code 1 when a send failed, 3 when anything was skipped."""
     if as_json:
         emit_json(rows)
     else:
@@ -101,12 +101,15 @@ def report_replay(rows: list[dict[str, Any]], columns: Sequence[str], as_json: b
         for column in columns:
             view.add_column(column, overflow="fold")
         for row in rows:
-            style = {"replayed": "green", "skipped": "yellow"}.get(row["outcome"], "cyan")
+            style = {"replayed": "green", "skipped": "yellow", "failed": "red"}.get(
+                row["outcome"], "cyan")
             view.add_row(*(str(row.get(c) or "") for c in columns), style=style)
         console.print(view)
         counts = {o: sum(r["outcome"] == o for r in rows)
-                  for o in ("replayed", "would replay", "skipped")}
+                  for o in ("replayed", "would replay", "skipped", "failed")}
         console.print(", ".join(f"{n} {o}" for o, n in counts.items() if n) or "nothing to do")
+    if any(row["outcome"] == "failed" for row in rows):
+        raise typer.Exit(SERVICE_ERROR)
     if any(row["outcome"] == "skipped" for row in rows):
         raise typer.Exit(SKIPPED)
 

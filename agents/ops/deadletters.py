@@ -24,7 +24,7 @@ from azure.servicebus.amqp import AmqpMessageBodyType
 
 from agents.ops.config import Catalogue, OpsError, ServiceBusEntity
 from agents.ops.connections import Connections
-from agents.ops.servicebus import peek_all, receiver, settle_chosen
+from agents.ops.servicebus import StopAtFirstFailure, peek_all, receiver, settle_chosen
 
 _PEEKERS = 8
 REASON = "DeadLetterReason"
@@ -83,7 +83,7 @@ class ReplayResult:
     entity: str
     sequence_number: int
     message_id: str | None
-    outcome: str  # replayed | would replay | skipped
+    outcome: str  # replayed | would replay | skipped | failed
     detail: str
 
 
@@ -152,10 +152,8 @@ def replay_dead_letters(
         elif eligible:
             with client.get_topic_sender(target.send_to) if target.topic \
                     else client.get_queue_sender(target.send_to) as sender:
-                def resend(message: ServiceBusReceivedMessage) -> bool:
-                    sender.send_messages(replay_message(target, message))
-                    return True
-
+                resend = StopAtFirstFailure(
+                    lambda message: sender.send_messages(replay_message(target, message)))
                 done = settle_chosen(dead_letters, chosen=eligible, act=resend)
             for sequence in eligible:
                 letter = letters[sequence]
@@ -163,6 +161,9 @@ def replay_dead_letters(
                     ReplayResult(target.path, sequence, letter.message_id, "replayed",
                                  f"sent to {sent_to}, dead-lettered copy completed")
                     if sequence in done else
+                    ReplayResult(target.path, sequence, letter.message_id, "failed",
+                                 resend.failed[sequence])
+                    if sequence in resend.failed else
                     ReplayResult(target.path, sequence, letter.message_id, "skipped",
                                  "gone from the dead-letter queue before it could be locked"))
     return [results[sequence] for sequence in wanted]

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from azure.core import MatchConditions
+from azure.core.exceptions import AzureError
 from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent
 from azure.storage.blob import ContainerClient
@@ -71,7 +72,7 @@ class BlobReplayResult:
     container: str
     blob: str
     event_ids: tuple[str, ...]
-    outcome: str  # replayed | would replay | skipped
+    outcome: str  # replayed | would replay | skipped | failed
     detail: str
 
 
@@ -125,8 +126,16 @@ def replay_dead_lettered(connections: Connections, catalogue: Catalogue, *,
             if blobs is not None and item.name not in blobs:
                 continue
             found.add(item.name)
-            results.append(_replay_blob(connections, catalogue, client, item.name,
-                                        item.metadata or {}, dry_run=dry_run))
+            if any(r.outcome == "failed" for r in results):
+                results.append(BlobReplayResult(name, item.name, (), "failed",
+                                                "not tried after an earlier failure"))
+                continue
+            try:
+                results.append(_replay_blob(connections, catalogue, client, item.name,
+                                            item.metadata or {}, dry_run=dry_run))
+            except AzureError as error:
+                results.append(BlobReplayResult(name, item.name, (), "failed",
+                                                f"{type(error).__name__}: {error}"))
     for missing in sorted(set(blobs or ()) - found):
         results.append(BlobReplayResult("", missing, (), "skipped", "no such dead-letter blob"))
     return results

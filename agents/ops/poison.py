@@ -25,7 +25,7 @@ from agents.backbone.parking import PARKED
 from agents.ops.config import Catalogue, OpsError, ServiceBusEntity, setting_for
 from agents.ops.connections import Connections
 from agents.ops.deadletters import REPLAY_COUNT, REPLAYED_FROM, ReplayResult, decode_body
-from agents.ops.servicebus import peek_all, receiver, settle_chosen
+from agents.ops.servicebus import StopAtFirstFailure, peek_all, receiver, settle_chosen
 
 REPLAYED_OFFSET = "replayedOffset"
 
@@ -138,13 +138,13 @@ def replay_parked(connections: Connections, catalogue: Catalogue, *,
                     target.name, sequence, event.message_id, "would replay",
                     f"to {event.hub} partition {event.partition_id}")
         elif eligible:
-            def republish(message: ServiceBusReceivedMessage) -> bool:
+            def send(message: ServiceBusReceivedMessage) -> None:
                 event = ParkedEvent.of(target, message)
                 hub = catalogue.hub(event.hub)
                 producer = connections.producer(setting_for(hub, "EVENTHUBS"), hub)
                 producer.send_batch([replay_event(event)], partition_id=event.partition_id)
-                return True
 
+            republish = StopAtFirstFailure(send)
             done = settle_chosen(parking, chosen=eligible, act=republish)
             for sequence in eligible:
                 event = parked[sequence]
@@ -153,6 +153,9 @@ def replay_parked(connections: Connections, catalogue: Catalogue, *,
                                  f"sent to {event.hub} partition {event.partition_id}, "
                                  "parked message completed")
                     if sequence in done else
+                    ReplayResult(target.name, sequence, event.message_id, "failed",
+                                 republish.failed[sequence])
+                    if sequence in republish.failed else
                     ReplayResult(target.name, sequence, event.message_id, "skipped",
                                  "gone from the parking queue before it could be locked"))
     return [results[sequence] for sequence in wanted]

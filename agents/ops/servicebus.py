@@ -11,6 +11,8 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from azure.core.exceptions import AzureError
+from azure.eventhub.exceptions import EventHubError
 from azure.servicebus import (
     ServiceBusClient,
     ServiceBusReceivedMessage,
@@ -18,6 +20,7 @@ from azure.servicebus import (
     ServiceBusReceiver,
     ServiceBusSubQueue,
 )
+from azure.servicebus.exceptions import ServiceBusError
 
 from agents.ops.config import ServiceBusEntity
 
@@ -82,3 +85,25 @@ def settle_chosen(locked: ServiceBusReceiver, *, chosen: Collection[int],
         for message in held:
             locked.abandon_message(message)
     return completed
+
+
+class StopAtFirstFailure:
+    """Wraps the resend of one message for `settle_chosen`: the first failure is recorded and
+    nothing more is tried (the target is likely down, and every try would wait out the SDK's
+    retries); the messages not sent stay where they are."""
+
+    def __init__(self, send: Callable[[ServiceBusReceivedMessage], None]) -> None:
+        self._send = send
+        self.failed: dict[int, str] = {}
+
+    def __call__(self, message: ServiceBusReceivedMessage) -> bool:
+        sequence = message.sequence_number or 0
+        if self.failed:
+            self.failed[sequence] = "not tried after an earlier failure"
+            return False
+        try:
+            self._send(message)
+        except (ServiceBusError, EventHubError, AzureError, OSError) as error:
+            self.failed[sequence] = f"send failed: {type(error).__name__}: {error}"
+            return False
+        return True
