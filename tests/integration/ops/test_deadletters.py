@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
 
 from azure.servicebus import ServiceBusMessage
+from azure.servicebus.exceptions import ServiceBusConnectionError
 
 from agents.ops.cli import SKIPPED, USAGE_ERROR
+from agents.ops.config import Catalogue
+from agents.ops.servicebus import StopAtFirstFailure, receiver, settle_chosen
 from tests.integration.ops.bus import (
     dead_letter_one,
     outwait_duplicate_window,
@@ -18,6 +22,7 @@ from tests.integration.ops.bus import (
 )
 
 QUEUE = "orders-saga"
+ENTITIES = Path(__file__).resolve().parents[3] / "infra" / "entities"
 
 
 def order_message(message_id: str = "order-1") -> ServiceBusMessage:
@@ -178,3 +183,21 @@ def test_a_missing_connection_setting_is_a_usage_error_naming_it(ops):
 def test_seq_and_all_together_are_refused(ops):
     result = ops("deadletters", "replay", QUEUE, "--seq", "1", "--all")
     assert result.exit_code == USAGE_ERROR
+
+
+def test_a_resend_that_fails_leaves_the_dead_letter_in_place(bus):
+    """The settle pass the replay uses, with a send that fails as a broker outage would."""
+    first, _ = dead_lettered_order(bus, "order-1")
+    second, _ = dead_lettered_order(bus, "order-2")
+
+    def unreachable(message) -> None:
+        raise ServiceBusConnectionError(message="connection to the namespace was lost")
+
+    resend = StopAtFirstFailure(unreachable)
+    entity = Catalogue.load(ENTITIES).entity(QUEUE)
+    with receiver(bus, entity, dead_letter=True) as dead_letters:
+        completed = settle_chosen(dead_letters, chosen=[first, second], act=resend)
+    assert completed == set()
+    assert resend.failed[first].startswith("send failed: ServiceBusConnectionError")
+    assert resend.failed[second] == "not tried after an earlier failure"
+    assert [m.message_id for m in peek(bus, QUEUE, dead_letter=True)] == ["order-1", "order-2"]

@@ -168,3 +168,17 @@ async def test_dry_run_publishes_nothing_and_leaves_the_blob_unmarked(grid, grid
     assert len(webhook.deliveries) == 1
     [row] = json.loads((await grid_ops("list", "--json")).output)
     assert row["replayedAt"] is None
+
+
+async def test_a_refused_publish_is_a_failure_and_leaves_the_blob_unmarked(grid, ops, webhook):
+    await dead_lettered(grid, ticket())
+    wrong_key = {"TRIAGE_EVENTGRID__topicEndpointUri": grid.topic_endpoint(TOPIC),
+                 "TRIAGE_EVENTGRID__topicKey": "not-the-topic-key"}
+    result = await asyncio.to_thread(ops, "eventgrid", "replay", "--all", "--json",
+                                     extra=wrong_key)
+    assert result.exit_code == 1
+    [failed] = json.loads(result.output)
+    assert failed["outcome"] == "failed" and "401" in failed["detail"]
+    listed = await asyncio.to_thread(ops, "eventgrid", "list", "--json")
+    assert json.loads(listed.output)[0]["replayedAt"] is None
+    assert len(webhook.deliveries) == 1
