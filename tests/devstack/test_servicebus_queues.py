@@ -191,3 +191,16 @@ def test_a_message_larger_than_a_frame_round_trips_in_both_modes(client):
         receiver.complete_message(locked)
     (deleted,) = receive(client, "work", 1, receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE)
     assert b"".join(deleted.body) == body
+
+
+def test_deferred_message_received_in_receive_and_delete_mode_is_removed(client):
+    with client.get_queue_sender("work") as sender:
+        sender.send_messages(ServiceBusMessage("parked"))
+    with client.get_queue_receiver("work") as receiver:
+        (message,) = receiver.receive_messages(max_wait_time=MAX_WAIT)
+        receiver.defer_message(message)
+    with client.get_queue_receiver(
+            "work", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE) as receiver:
+        (got,) = receiver.receive_deferred_messages([message.sequence_number])
+        assert str(got) == "parked"
+        assert receiver.peek_messages(5, sequence_number=0) == []
