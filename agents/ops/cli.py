@@ -7,6 +7,7 @@ problem (missing setting, unknown entity), 3 a replay left something skipped.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from azure.servicebus.exceptions import ServiceBusError
 from rich.console import Console
 from rich.table import Table
 
-from agents.backbone.errors import BackboneError
+from agents.backbone.errors import BackboneError, ConfigurationError
 from agents.ops import deadletters, eventgrid, outbox, poison
 from agents.ops.config import Catalogue, OpsError, load_settings
 from agents.ops.connections import Connections
@@ -44,7 +45,8 @@ app.add_typer(poison_app, name="poison")
 app.add_typer(eventgrid_app, name="eventgrid")
 app.add_typer(outbox_app, name="outbox")
 
-console = Console(width=200)
+# Piped or captured output gets wide tables instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 200)
 errors = Console(stderr=True)
 
 
@@ -75,10 +77,10 @@ def session(ctx: typer.Context) -> Iterator[tuple[Connections, Catalogue]]:
         catalogue = Catalogue.load(options.entities)
         with Connections(load_settings(options.settings_file)) as connections:
             yield connections, catalogue
-    except (OpsError, BackboneError) as error:
+    except (OpsError, ConfigurationError) as error:
         errors.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(USAGE_ERROR) from None
-    except (ServiceBusError, EventHubError, AzureError, OSError) as error:
+    except (BackboneError, ServiceBusError, EventHubError, AzureError, OSError) as error:
         errors.print(f"[red]error:[/red] {type(error).__name__}: {error}", highlight=False)
         raise typer.Exit(SERVICE_ERROR) from None
 
@@ -116,7 +118,7 @@ def report_replay(rows: list[dict[str, Any]], columns: Sequence[str], as_json: b
 
 def chosen(sequence_numbers: list[int] | None, replay_all: bool) -> list[int] | None:
     if replay_all == bool(sequence_numbers):
-        errors.print("[red]error:[/red] pass --seq N (repeatable) or --all, not both")
+        errors.print("[red]error:[/red] pass either --seq N (repeatable) or --all")
         raise typer.Exit(USAGE_ERROR)
     return None if replay_all else list(sequence_numbers or [])
 
@@ -285,7 +287,7 @@ def eventgrid_replay(
     """Republish the blob's events to the subscription's topic, then mark the blob replayed
     (metadata replayedAt), so a second replay skips it."""
     if replay_all == bool(blobs):
-        errors.print("[red]error:[/red] name blobs or pass --all, not both")
+        errors.print("[red]error:[/red] either name blobs or pass --all")
         raise typer.Exit(USAGE_ERROR)
     with session(ctx) as (connections, catalogue):
         results = eventgrid.replay_dead_lettered(
