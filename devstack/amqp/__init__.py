@@ -9,6 +9,9 @@ Server
     `drop_connections()`. It speaks SASL (ANONYMOUS, PLAIN, MSSBCBS, EXTERNAL are all
     accepted, no auth) and serves `$cbs` itself: every put-token gets 202.
     Everything runs on ONE asyncio event loop; callbacks below run on it and must not block.
+    `ServerThread(server)` runs one on its own thread and loop (`with ... as running:
+    running.port`, `running.call(fn)`), for tests; `devstack.server.DevStack` is the full
+    stack (config files, Service Bus, Event Hubs, faults).
 
 Node (devstack.amqp.node.Node)
     For each attach, the server asks its nodes in order `node.open_link(link)`; the first
