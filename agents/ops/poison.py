@@ -28,6 +28,7 @@ from agents.ops.deadletters import REPLAY_COUNT, REPLAYED_FROM, ReplayResult, de
 from agents.ops.servicebus import StopAtFirstFailure, peek_all, receiver, settle_chosen
 
 REPLAYED_OFFSET = "replayedOffset"
+NOT_PARKED = "NotAParkedEvent"
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,17 @@ class ParkedEvent:
 
     @classmethod
     def of(cls, queue: ServiceBusEntity, message: ServiceBusReceivedMessage) -> ParkedEvent:
+        """The parked event; a message that is not one is listed as `NotAParkedEvent` (so one
+        stray message does not hide the others) and never replayed."""
+        raw = b"".join(message.body)
         try:
-            envelope = parse_servicebus(b"".join(message.body), message.application_properties)
+            envelope = parse_servicebus(raw, message.application_properties)
+            if envelope.type != PARKED:
+                raise InvalidEvent(f"type {envelope.type!r}, not {PARKED!r}")
         except InvalidEvent as error:
-            raise OpsError(f"{queue.name} message {message.sequence_number} is not a parked "
-                           f"event: {error.description}") from None
-        if envelope.type != PARKED:
-            raise OpsError(f"{queue.name} message {message.sequence_number} has type "
-                           f"{envelope.type!r}, not {PARKED!r}")
+            return cls(queue.name, message.sequence_number or 0, message.message_id,
+                       message.enqueued_time_utc, "", "", "", "", -1, NOT_PARKED,
+                       error.description, {}, raw)
         data: dict[str, Any] = dict(envelope.data)
         body = (base64.b64decode(data["body"]) if data["bodyEncoding"] == "base64"
                 else str(data["body"]).encode("utf-8"))
@@ -125,6 +129,10 @@ def replay_parked(connections: Connections, catalogue: Catalogue, *,
             if event is None:
                 results[sequence] = ReplayResult(target.name, sequence, None, "skipped",
                                                  "not parked (already replayed or removed)")
+            elif event.reason == NOT_PARKED:
+                results[sequence] = ReplayResult(target.name, sequence, event.message_id,
+                                                 "skipped", f"not a parked event: "
+                                                 f"{event.description}")
             elif event.hub.lower() not in hubs:
                 results[sequence] = ReplayResult(target.name, sequence, event.message_id,
                                                  "skipped", f"hub {event.hub!r} is not in the "

@@ -7,10 +7,11 @@ import threading
 import time
 
 from azure.eventhub import EventData, EventHubConsumerClient, EventHubProducerClient
+from azure.servicebus import ServiceBusMessage
 
 from agents.backbone import InvalidEvent, ServiceBusPublisher, park, parked_event
 from agents.ops.cli import SKIPPED
-from tests.integration.ops.bus import peek
+from tests.integration.ops.bus import peek, send
 
 HUB = "fraud-payments"
 PARKING = "fraud-poison-events"
@@ -113,3 +114,16 @@ def test_dry_run_leaves_the_event_parked_and_the_hub_alone(stack, bus, ops):
     assert json.loads(result.output)[0]["detail"] == f"to {HUB} partition {partition}"
     assert len(peek(bus, PARKING)) == 1
     assert len(read_hub(stack.connection_string, expected=1)) == 1
+
+
+def test_a_stray_message_is_listed_as_such_and_never_replayed(stack, bus, ops):
+    send(bus, PARKING, ServiceBusMessage(b"hello", message_id="stray-1"))
+    parked_payment(stack, bus)
+    listed = ops("poison", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert [row["reason"] for row in json.loads(listed.output)] == [
+        "NotAParkedEvent", "InvalidEvent"]
+    replayed = ops("poison", "replay", "--all", "--json")
+    assert replayed.exit_code == SKIPPED
+    assert [row["outcome"] for row in json.loads(replayed.output)] == ["skipped", "replayed"]
+    assert [m.message_id for m in peek(bus, PARKING)] == ["stray-1"]
