@@ -56,14 +56,21 @@ def _raw_bindings(function: func.Function) -> list[dict[str, Any]]:
     return [json.loads(raw) for raw in function.get_raw_bindings()]
 
 
+def app_import_path(app_dir: Path) -> str | None:
+    """Put DIR on sys.path, as the worker does; returns it when it was added (to remove)."""
+    root = str(app_dir.resolve())
+    if root in sys.path:
+        return None
+    sys.path.insert(0, root)
+    return root
+
+
 def load_app(app_dir: Path) -> func.FunctionApp:
-    """Import DIR/function_app.py (with DIR on sys.path, as the worker does) and find its app."""
+    """Import DIR/function_app.py (DIR must be on sys.path) and find its one FunctionApp."""
     script = (app_dir / SCRIPT_FILE).resolve()
     if not script.exists():
         raise IndexingError(f"{script} not found")
     root = str(script.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
     module_name = f"function_app_{abs(hash(root))}"
     spec = importlib.util.spec_from_file_location(module_name, script)
     if spec is None or spec.loader is None:

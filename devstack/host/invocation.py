@@ -180,10 +180,6 @@ class Invoker:
         self._pool = ThreadPoolExecutor(max_workers=max_workers,
                                         thread_name_prefix="devstack-function")
         self.records: list[InvocationRecord] = []
-        self._listeners: list[Callable[[InvocationRecord], None]] = []
-
-    def subscribe(self, listener: Callable[[InvocationRecord], None]) -> None:
-        self._listeners.append(listener)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -231,7 +227,7 @@ class Invoker:
         try:
             result = await self._call(spec, arguments)
             await self._send_outputs(spec, slots, result)
-        except Exception as exc:
+        except BaseException as exc:  # a cancelled invocation is reported as failed too
             error = exc
             raise
         finally:
@@ -248,9 +244,13 @@ class Invoker:
             loop = asyncio.get_running_loop()
             call = functools.partial(contextvars.copy_context().run, spec.handler, **arguments)
             running = loop.run_in_executor(self._pool, call)
+        scope = asyncio.timeout(self._timeout)
         try:
-            return await asyncio.wait_for(running, self._timeout)
+            async with scope:
+                return await running
         except TimeoutError:
+            if not scope.expired():
+                raise  # the function's own timeout, not the host's
             # A sync function's thread cannot be stopped; Azure would recycle the host here.
             raise FunctionTimeout(f"Timeout value of {self._timeout}s exceeded by function "
                                   f"'Functions.{spec.name}'") from None
@@ -275,8 +275,6 @@ class Invoker:
             log.error(line, record.function_name, outcome, record.invocation_id,
                       record.duration_ms, exc_info=error)
         self.records.append(record)
-        for listener in self._listeners:
-            listener(record)
 
 
 def _log_retry(spec: FunctionSpec, state: RetryCallState) -> None:

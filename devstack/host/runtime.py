@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sys
 from collections.abc import Callable, Collection, Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -16,6 +18,7 @@ from devstack.host.http import EVENT_GRID_WEBHOOK, HostKeys, HttpFrontDoor
 from devstack.host.index import (
     RETRY_CAPABLE_TRIGGERS,
     FunctionSpec,
+    app_import_path,
     index_functions,
     load_app,
 )
@@ -69,6 +72,7 @@ class FunctionsHost:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._previous_environment: dict[str, str | None] = {}
+        self._added_path: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -81,6 +85,7 @@ class FunctionsHost:
 
     async def start(self) -> FunctionsHost:
         self._previous_environment = self.settings.export()
+        self._added_path = app_import_path(self.app_dir)
         self.functions = [spec for spec in index_functions(load_app(self.app_dir))
                           if self._enabled(spec.name)]
         front_door = HttpFrontDoor(functions=self.functions,
@@ -148,6 +153,10 @@ class FunctionsHost:
         self.invoker.close()
         restore_environment(self._previous_environment)
         self._previous_environment = {}
+        if self._added_path is not None:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(self._added_path)
+            self._added_path = None
 
     async def __aenter__(self) -> FunctionsHost:
         return await self.start()
