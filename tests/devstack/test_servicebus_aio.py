@@ -43,6 +43,17 @@ async def drain(client: ServiceBusClient, queue: str | None = None, *,
         return got
 
 
+async def receive_exactly(receiver, count: int) -> list:
+    """Receive until `count` messages arrived; a batch may hold fewer than asked for."""
+    got: list = []
+    while len(got) < count:
+        batch = await receiver.receive_messages(max_message_count=count - len(got),
+                                                max_wait_time=MAX_WAIT)
+        assert batch, f"only {len(got)} of {count} messages arrived"
+        got.extend(batch)
+    return got
+
+
 async def eventually(condition, timeout: float = 15.0):
     deadline = time.monotonic() + timeout
     while True:
@@ -67,7 +78,7 @@ async def test_peek_lock_complete_abandon_and_delivery_count(client):
     async with client.get_queue_sender("work") as sender:
         await sender.send_messages([ServiceBusMessage("a"), ServiceBusMessage("b")])
     async with client.get_queue_receiver("work") as receiver:
-        first, second = await receiver.receive_messages(max_message_count=2, max_wait_time=MAX_WAIT)
+        first, second = await receive_exactly(receiver, 2)
         await receiver.complete_message(first)
         await receiver.abandon_message(second)
         (again,) = await receiver.receive_messages(max_wait_time=MAX_WAIT)
@@ -91,8 +102,7 @@ async def test_dead_letter_with_reason_and_max_delivery_count(client):
     async with client.get_queue_sender("two-tries") as sender:
         await sender.send_messages([ServiceBusMessage("explicit"), ServiceBusMessage("flaky")])
     async with client.get_queue_receiver("two-tries") as receiver:
-        explicit, flaky = await receiver.receive_messages(max_message_count=2,
-                                                          max_wait_time=MAX_WAIT)
+        explicit, flaky = await receive_exactly(receiver, 2)
         await receiver.dead_letter_message(explicit, reason="bad", error_description="why")
         await receiver.abandon_message(flaky)
         (flaky,) = await receiver.receive_messages(max_wait_time=MAX_WAIT)
@@ -148,7 +158,7 @@ async def test_sessions_state_and_next_available(client):
         await r.session.set_state(b"half-way")
         assert await r.session.get_state() == b"half-way"
         assert await r.session.renew_lock() is not None
-        got = await r.receive_messages(max_message_count=2, max_wait_time=MAX_WAIT)
+        got = await receive_exactly(r, 2)
         assert [str(m) for m in got] == ["s1", "s2"]
         for message in got:
             await r.complete_message(message)
@@ -203,3 +213,39 @@ async def test_async_iteration_over_a_receiver(client):
             seen.append(str(message))
             await receiver.complete_message(message)
     assert seen == ["m0", "m1", "m2"]
+
+
+async def test_dead_lettered_messages_are_forwarded_when_configured(client):
+    async with client.get_queue_sender("dlq-forwarder") as sender:
+        await sender.send_messages(ServiceBusMessage("bad"))
+    async with client.get_queue_receiver("dlq-forwarder") as receiver:
+        (message,) = await receiver.receive_messages(max_wait_time=MAX_WAIT)
+        await receiver.dead_letter_message(message, reason="invalid")
+    (parked,) = await drain(client, "parking")
+    assert (str(parked), parked.dead_letter_reason) == ("bad", "invalid")
+
+
+async def test_dropped_connection_is_recovered_and_expired_lock_is_lost(client, stack):
+    async with client.get_queue_sender("work") as sender:
+        await sender.send_messages(ServiceBusMessage("before"))
+        await asyncio.to_thread(stack.faults.drop_connections)
+        await sender.send_messages(ServiceBusMessage("after"))
+    async with client.get_queue_receiver("work") as receiver:
+        got = await receive_exactly(receiver, 2)
+        assert [str(m) for m in got] == ["before", "after"]
+        first = got[0]
+        await asyncio.to_thread(stack.faults.expire_locks, "work")
+        with pytest.raises(MessageLockLostError):
+            await receiver.complete_message(first)
+
+
+async def test_message_delivered_twice_comes_back_after_completion(client, stack):
+    await asyncio.to_thread(stack.faults.deliver_twice, "work")
+    async with client.get_queue_sender("work") as sender:
+        await sender.send_messages(ServiceBusMessage("once", message_id="twice-1"))
+    async with client.get_queue_receiver("work") as receiver:
+        (first,) = await receiver.receive_messages(max_wait_time=MAX_WAIT)
+        await receiver.complete_message(first)
+        (second,) = await receiver.receive_messages(max_wait_time=MAX_WAIT)
+        assert second.message_id == "twice-1"
+        await receiver.complete_message(second)
