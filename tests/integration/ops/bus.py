@@ -11,27 +11,43 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSubQ
 WINDOW = timedelta(seconds=4)
 
 
-def send(bus: ServiceBusClient, queue_or_topic: str, message: ServiceBusMessage, *,
+def send(bus: ServiceBusClient, queue_or_topic: str, *messages: ServiceBusMessage,
          topic: bool = False) -> None:
     sender = bus.get_topic_sender(queue_or_topic) if topic else bus.get_queue_sender(
         queue_or_topic)
     with sender:
-        sender.send_messages(message)
+        sender.send_messages(list(messages))
+
+
+def dead_letter(bus: ServiceBusClient, queue: str, count: int = 1, *,
+                subscription: str | None = None, reason: str = "InvalidEvent",
+                description: str = "amount is negative") -> list[tuple[int, datetime]]:
+    """Receive the next `count` messages and dead-letter them with a reason. Returns each
+    one's dead-letter sequence number and enqueued time, in the order received."""
+    receiver = (bus.get_subscription_receiver(queue, subscription) if subscription
+                else bus.get_queue_receiver(queue))
+    received: list = []
+    with receiver:
+        while len(received) < count:
+            batch = receiver.receive_messages(max_message_count=count - len(received),
+                                              max_wait_time=10)
+            assert batch, f"only {len(received)} of {count} messages arrived"
+            for message in batch:
+                receiver.dead_letter_message(message, reason=reason,
+                                             error_description=description)
+            received.extend(batch)
+    dead = {m.message_id: m for m in peek(bus, queue, subscription=subscription,
+                                          dead_letter=True)}
+    return [(dead[m.message_id].sequence_number, dead[m.message_id].enqueued_time_utc)
+            for m in received]
 
 
 def dead_letter_one(bus: ServiceBusClient, queue: str, *, subscription: str | None = None,
                     reason: str = "InvalidEvent", description: str = "amount is negative"
                     ) -> tuple[int, datetime]:
-    """Receive the next message and dead-letter it with a reason. Returns its dead-letter
-    sequence number and its enqueued time."""
-    receiver = (bus.get_subscription_receiver(queue, subscription) if subscription
-                else bus.get_queue_receiver(queue))
-    with receiver:
-        [message] = receiver.receive_messages(max_message_count=1, max_wait_time=10)
-        receiver.dead_letter_message(message, reason=reason, error_description=description)
-    dead = peek(bus, queue, subscription=subscription, dead_letter=True)
-    letter = next(m for m in dead if m.message_id == message.message_id)
-    return letter.sequence_number, letter.enqueued_time_utc
+    [letter] = dead_letter(bus, queue, subscription=subscription, reason=reason,
+                           description=description)
+    return letter
 
 
 def peek(bus: ServiceBusClient, queue: str, *, subscription: str | None = None,

@@ -13,6 +13,7 @@ from agents.ops.cli import SKIPPED, USAGE_ERROR
 from agents.ops.config import Catalogue
 from agents.ops.servicebus import StopAtFirstFailure, receiver, settle_chosen
 from tests.integration.ops.bus import (
+    dead_letter,
     dead_letter_one,
     outwait_duplicate_window,
     peek,
@@ -32,9 +33,14 @@ def order_message(message_id: str = "order-1") -> ServiceBusMessage:
                              application_properties={"tenant": "contoso"})
 
 
+def dead_lettered_orders(bus, *message_ids: str) -> list[tuple[int, datetime]]:
+    send(bus, QUEUE, *(order_message(message_id) for message_id in message_ids))
+    return dead_letter(bus, QUEUE, len(message_ids))
+
+
 def dead_lettered_order(bus, message_id: str = "order-1") -> tuple[int, datetime]:
-    send(bus, QUEUE, order_message(message_id))
-    return dead_letter_one(bus, QUEUE)
+    [letter] = dead_lettered_orders(bus, message_id)
+    return letter
 
 
 def test_list_shows_each_dead_letter_with_its_reason_without_consuming_it(bus, ops):
@@ -122,8 +128,7 @@ def test_dry_run_changes_nothing(bus, ops):
 
 
 def test_replay_all_replays_every_dead_letter_of_the_entity(bus, ops):
-    for message_id in ("order-1", "order-2", "order-3"):
-        _, enqueued = dead_lettered_order(bus, message_id)
+    *_, (_, enqueued) = dead_lettered_orders(bus, "order-1", "order-2", "order-3")
     outwait_duplicate_window(enqueued)
     result = ops("deadletters", "replay", QUEUE, "--all")
     assert result.exit_code == 0, result.output
@@ -133,8 +138,7 @@ def test_replay_all_replays_every_dead_letter_of_the_entity(bus, ops):
 
 
 def test_replaying_one_leaves_the_others_dead_lettered(bus, ops):
-    first, _ = dead_lettered_order(bus, "order-1")
-    _, enqueued = dead_lettered_order(bus, "order-2")
+    (first, _), (_, enqueued) = dead_lettered_orders(bus, "order-1", "order-2")
     outwait_duplicate_window(enqueued)
     result = ops("deadletters", "replay", QUEUE, "--seq", str(first))
     assert result.exit_code == 0, result.output
@@ -187,8 +191,7 @@ def test_seq_and_all_together_are_refused(ops):
 
 def test_a_resend_that_fails_leaves_the_dead_letter_in_place(bus):
     """The settle pass the replay uses, with a send that fails as a broker outage would."""
-    first, _ = dead_lettered_order(bus, "order-1")
-    second, _ = dead_lettered_order(bus, "order-2")
+    (first, _), (second, _) = dead_lettered_orders(bus, "order-1", "order-2")
 
     def unreachable(message) -> None:
         raise ServiceBusConnectionError(message="connection to the namespace was lost")
