@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.orders import entities
-from tests.integration.orders.conftest import FUNCTIONS
+from tests.integration.orders.stack import FUNCTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 
