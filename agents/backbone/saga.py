@@ -235,7 +235,7 @@ class SagaEngine:
         return SagaView(
             saga_id=saga_id, status=state["status"], data=state["data"], steps=state["steps"],
             results=state["results"], failure=state["failure"],
-            log=[{"step": e["Step"], "phase": e["Phase"], "what": e["What"]}
+            log=[{"step": e["Step"], "phase": e["Phase"], "what": e["What"], "at": e["At"]}
                  for e in sorted(logs, key=lambda e: str(e["RowKey"]))],
         )
 

@@ -14,6 +14,7 @@ backbone code under test runs unchanged.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import uuid
@@ -227,8 +228,7 @@ def drain(broker: InMemoryBroker, consumers: dict[str, Consumer], *, limit: int 
     while any(broker.due(name) for name in consumers):
         for name, consume in consumers.items():
             for message in receivers[name].receive_messages(max_message_count=1):
-                outcome = settle(receivers[name], message,
-                                 lambda consume=consume, message=message: consume(message))
+                outcome = settle(receivers[name], message, functools.partial(consume, message))
                 settled.append((name, message, outcome))
                 if len(settled) >= limit:
                     raise RuntimeError(f"drain did not settle within {limit} deliveries")

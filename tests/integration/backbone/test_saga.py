@@ -183,3 +183,13 @@ def test_a_saga_aborted_from_outside_compensates_the_step_in_flight_too(
     assert view.status == "compensated"
     assert view.failure == {"step": "charge", "reason": "fraud alert"}
     assert world.journal[-2:] == [("payment.refund", OK), ("stock.release", OK)]
+
+
+def test_the_view_log_carries_each_entry_time_in_order(world):
+    world.start("s1", amount=42)
+    world.run()
+    log = world.view("s1").log
+    times = [entry["at"] for entry in log]
+    assert log[0]["what"] == "started"
+    assert all(at.tzinfo is not None for at in times)
+    assert times == sorted(times)
