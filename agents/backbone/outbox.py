@@ -1,14 +1,20 @@
 """The outbox: rows written in the handler's transaction, then relayed to a `Publisher`.
 
-`OutboxRelay.dispatch` publishes rows (MessageId = row id = event id, so the broker's
-duplicate detection absorbs a re-send) and then marks them dispatched with an ETag-guarded
-update. `sweep` is the timer's safety net for rows left pending; `purge` is retention.
+Rows are published with MessageId = row id = event id, so the broker's duplicate detection
+absorbs a re-send. `OutboxRelay.publish` (the message path) only REMEMBERS the published rows;
+their "dispatched" marks ride in the partition's next unit-of-work transaction
+(`take_marks`), or are flushed on their own once the partition has been idle for
+`flush_after`. `dispatch` publishes and marks at once. Until a row is marked it stays pending
+in the table, so `sweep` (the timer's safety net) republishes anything a crash left behind;
+`purge` is retention.
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+import logging
+import threading
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,6 +42,11 @@ if TYPE_CHECKING:
 PENDING = "pending"
 DISPATCHED = "dispatched"
 _BATCH = 100
+# Bounds on what a relay remembers: beyond them the marks are written at once.
+MAX_REMEMBERED_PER_PARTITION = 50
+MAX_REMEMBERED_PARTITIONS = 1000
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -99,16 +110,31 @@ class PurgeReport:
     dispatched_rows: int
 
 
+@dataclass
+class _Unmarked:
+    """Rows of one partition published but not yet marked dispatched in the table."""
+
+    since: datetime
+    rows: dict[str, OutboxRow] = field(default_factory=dict)
+
+
 class OutboxRelay:
-    """Publishes outbox rows through a `Publisher` and records that they went out."""
+    """Publishes outbox rows through a `Publisher` and records that they went out.
+
+    Thread-safe: the remembered marks are guarded by a lock; storage calls run outside it.
+    """
 
     def __init__(
         self, table: TableClient, publisher: Publisher,
         *, now: Callable[[], datetime] | None = None,
+        flush_after: timedelta = timedelta(seconds=10),
     ) -> None:
         self.table = table
         self.publisher = publisher
+        self.flush_after = flush_after
         self._now = now or (lambda: datetime.now(UTC))
+        self._lock = threading.Lock()
+        self._unmarked: OrderedDict[str, _Unmarked] = OrderedDict()
 
     def pending(self, partition_key: str) -> list[OutboxRow]:
         """The partition's rows not yet marked dispatched, oldest first."""
@@ -119,13 +145,65 @@ class OutboxRelay:
         return sorted(rows, key=lambda row: row.created_at)
 
     def dispatch(self, rows: Sequence[OutboxRow]) -> list[OutboxRow]:
-        """Publish `rows`, then mark them dispatched. A publish failure propagates
-        (`PublishFailed`) and leaves every row pending, so redelivery or the sweeper retries."""
+        """Publish `rows` (except those already published and remembered), then mark them
+        all dispatched now. A publish failure propagates (`PublishFailed`) and leaves every row
+        pending, so redelivery or the sweeper retries."""
         if not rows:
             return []
-        self.publisher.publish(rows)
+        remembered = self._forget(rows)
+        self.publisher.publish([row for row in rows if id(row) not in remembered])
         self.mark_dispatched(rows)
         return list(rows)
+
+    def publish(self, rows: Sequence[OutboxRow]) -> list[OutboxRow]:
+        """Publish `rows` not already published, and remember them: their marks go into the
+        partition's next transaction (`take_marks`) or a later `flush`. A publish failure
+        propagates (`PublishFailed`) and remembers nothing."""
+        with self._lock:
+            fresh = [row for row in rows if not self._is_remembered(row)]
+        if not fresh:
+            return []
+        self.publisher.publish(fresh)
+        self._remember(fresh)
+        return fresh
+
+    def unmarked(self, partition_key: str) -> list[OutboxRow]:
+        """Rows of the partition this relay published but has not marked dispatched yet."""
+        with self._lock:
+            entry = self._unmarked.get(table_key(partition_key))
+            return list(entry.rows.values()) if entry else []
+
+    def take_marks(self, table_partition: str) -> list[OutboxRow]:
+        """Hand over (and forget) the partition's unmarked rows, for its next transaction;
+        `give_back` those the transaction did not apply."""
+        with self._lock:
+            entry = self._unmarked.pop(table_partition, None)
+        return list(entry.rows.values()) if entry else []
+
+    def give_back(self, rows: Sequence[OutboxRow]) -> None:
+        self._remember(rows)
+
+    def flush(self, *, idle_for: timedelta | None = None) -> int:
+        """Mark now the rows of partitions idle for at least `idle_for` (all when None);
+        returns how many rows were marked."""
+        cutoff = None if idle_for is None else self._now() - idle_for
+        with self._lock:
+            due: list[str] = []
+            for key, entry in self._unmarked.items():  # oldest first: insertion order
+                if cutoff is not None and entry.since > cutoff:
+                    break
+                due.append(key)
+            rows = [row for key in due for row in self._unmarked.pop(key).rows.values()]
+        self.mark_dispatched(rows)
+        return len(rows)
+
+    def flush_idle(self) -> None:
+        """`flush(idle_for=flush_after)`, after a handled message. A storage failure here is
+        logged and left to the sweeper: the message itself is already done."""
+        try:
+            self.flush(idle_for=self.flush_after)
+        except AzureError as error:
+            log.warning("outbox marks left to the sweeper: %s", error)
 
     def mark_dispatched(self, rows: Iterable[OutboxRow]) -> None:
         """ETag-guarded; one transaction per partition. A row someone else already updated
@@ -138,7 +216,10 @@ class OutboxRelay:
                 self._mark_chunk(group[start:start + _BATCH])
 
     def sweep(self, *, older_than: timedelta = timedelta(minutes=1)) -> list[OutboxRow]:
-        """Publish rows still pending after `older_than` (the timer trigger's job)."""
+        """Publish rows still pending after `older_than` (the timer trigger's job). This
+        relay's own remembered marks are flushed first, so only other processes' tails (or
+        crashes) are republished."""
+        self.flush()
         cutoff = self._now() - older_than
         query = (f"{prefix_filter(OUTBOX_PREFIX)} and Status eq '{PENDING}'"
                  " and CreatedAt lt @cutoff")
@@ -161,9 +242,39 @@ class OutboxRelay:
         self._delete(markers + dispatched)
         return PurgeReport(inbox_markers=len(markers), dispatched_rows=len(dispatched))
 
+    def _is_remembered(self, row: OutboxRow) -> bool:
+        entry = self._unmarked.get(row.partition_key)
+        return entry is not None and row.row_key in entry.rows
+
+    def _remember(self, rows: Iterable[OutboxRow]) -> None:
+        overflow: list[OutboxRow] = []
+        with self._lock:
+            for row in rows:
+                entry = self._unmarked.get(row.partition_key)
+                if entry is None:
+                    entry = self._unmarked[row.partition_key] = _Unmarked(self._now())
+                entry.rows.setdefault(row.row_key, row)
+                if len(entry.rows) > MAX_REMEMBERED_PER_PARTITION:
+                    overflow += self._unmarked.pop(row.partition_key).rows.values()
+            while len(self._unmarked) > MAX_REMEMBERED_PARTITIONS:
+                overflow += self._unmarked.popitem(last=False)[1].rows.values()
+        self.mark_dispatched(overflow)
+
+    def _forget(self, rows: Iterable[OutboxRow]) -> set[int]:
+        """Drop `rows` from memory; the ids of those that were remembered (published)."""
+        forgotten: set[int] = set()
+        with self._lock:
+            for row in rows:
+                entry = self._unmarked.get(row.partition_key)
+                if entry is not None and entry.rows.pop(row.row_key, None) is not None:
+                    forgotten.add(id(row))
+                    if not entry.rows:
+                        del self._unmarked[row.partition_key]
+        return forgotten
+
     def _mark_chunk(self, chunk: list[OutboxRow]) -> None:
         now = self._now()
-        operations = [("update", _dispatched_patch(row, now), _guard(row)) for row in chunk]
+        operations = [mark_operation(row, now) for row in chunk]
         try:
             results = self.table.submit_transaction(operations)
         except TableTransactionError:
@@ -177,8 +288,8 @@ class OutboxRelay:
     def _mark_one_by_one(self, chunk: list[OutboxRow], now: datetime) -> None:
         for row in chunk:
             try:
-                metadata = self.table.update_entity(
-                    _dispatched_patch(row, now), **_guard(row))
+                _, patch, guard = mark_operation(row, now)
+                metadata = self.table.update_entity(patch, **guard)
             except (ResourceModifiedError, ResourceNotFoundError):
                 continue
             except AzureError as error:
@@ -205,13 +316,13 @@ class OutboxRelay:
             raise map_storage_error(error) from error
 
 
-def _dispatched_patch(row: OutboxRow, now: datetime) -> dict[str, Any]:
-    return {"PartitionKey": row.partition_key, "RowKey": row.row_key,
-            "Status": DISPATCHED, "DispatchedAt": now}
-
-
-def _guard(row: OutboxRow) -> dict[str, Any]:
+def mark_operation(row: OutboxRow, now: datetime) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The "dispatched" MERGE for `row`, guarded by the ETag its insert returned: if anyone
+    changed the row since (only a sweeper or redelivery marking it too), or retention deleted
+    it, the service refuses and the mark is simply dropped by the caller."""
+    patch = {"PartitionKey": row.partition_key, "RowKey": row.row_key,
+             "Status": DISPATCHED, "DispatchedAt": now}
     if row.etag is None:
-        return {"mode": UpdateMode.MERGE}
-    return {"mode": UpdateMode.MERGE, "etag": row.etag,
-            "match_condition": MatchConditions.IfNotModified}
+        return "update", patch, {"mode": UpdateMode.MERGE}
+    return "update", patch, {"mode": UpdateMode.MERGE, "etag": row.etag,
+                             "match_condition": MatchConditions.IfNotModified}

@@ -1,5 +1,9 @@
-"""Settle after dispatch: handle in one transaction, publish, mark dispatched, and only then
-let the trigger complete the message.
+"""Settle after dispatch: handle in one transaction, publish, and only then let the trigger
+complete the message.
+
+The happy path is one read and one transaction per message: the published rows are marked
+dispatched in the partition's NEXT transaction (or by the relay's idle flush); until then they
+stay pending in the table, where the sweeper finds them if this process dies.
 
 A trigger calls `MessageProcessor.handle(event, handler)`. If it returns, the message may be
 completed (or dead-lettered, when `Outcome.dead_letter` says so). If it raises, the message
@@ -20,7 +24,7 @@ from agents.backbone.envelope import Envelope
 from agents.backbone.errors import InvalidEvent
 from agents.backbone.outbox import OutboxRelay, OutboxRow
 from agents.backbone.schemas import SchemaRegistry
-from agents.backbone.tables import RequestCounter
+from agents.backbone.tables import RequestCounter, table_key
 from agents.backbone.unit_of_work import (
     Committed,
     DeadLetterRequest,
@@ -36,7 +40,8 @@ Handler = Callable[[Envelope, UnitOfWork], T]
 
 @dataclass(frozen=True)
 class Outcome(Generic[T]):
-    """What handling one message did; `requests` counts storage calls when counted."""
+    """What handling one message did; `published` are its outbox rows (sent now, or before
+    for a duplicate); `requests` counts storage calls when counted."""
 
     partition_key: str
     duplicate: bool
@@ -93,11 +98,18 @@ class MessageProcessor:
     def _run(
         self, partition_key: str, decide: Callable[[UnitOfWork], T], inbox_id: str | None,
     ) -> Outcome[T]:
-        committed: Committed[T] = run_unit_of_work(
-            self.table, partition_key, decide, inbox_id=inbox_id, attempts=self.attempts,
-            registry=self.registry, now=self._now,
-        )
+        marks = self.relay.take_marks(table_key(partition_key))
+        try:
+            committed: Committed[T] = run_unit_of_work(
+                self.table, partition_key, decide, inbox_id=inbox_id, attempts=self.attempts,
+                registry=self.registry, now=self._now, marks=marks,
+            )
+        except BaseException:
+            self.relay.give_back(marks)
+            raise
+        self.relay.give_back(committed.unapplied_marks)
         rows = self.relay.pending(partition_key) if committed.duplicate else committed.outbox
-        published = self.relay.dispatch(rows)
-        return Outcome(partition_key, committed.duplicate, published, committed.result,
+        self.relay.publish(rows)
+        self.relay.flush_idle()
+        return Outcome(partition_key, committed.duplicate, rows, committed.result,
                        committed.dead_letter)

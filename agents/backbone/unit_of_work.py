@@ -2,16 +2,18 @@
 
 A handler loads the aggregate (remembering its ETag), stages the new state and the events to
 send, and `commit()` submits one entity-group transaction whose first operation inserts the
-inbox marker for the incoming message id. A duplicate delivery makes that insert fail, so the
-whole transaction is rejected and `Committed.duplicate` is True: no second effect. A stale
-ETag (412) on the state row raises `ConcurrencyConflict`; `run_unit_of_work` reloads and
-re-decides with bounded, jittered retries.
+inbox marker for the incoming message id; the same transaction carries, as room allows, the
+"dispatched" marks of rows published after the partition's previous commit (`marks`).
+A duplicate delivery makes that insert fail, so the whole transaction is rejected and
+`Committed.duplicate` is True: no second effect. A stale ETag (412) on the state row raises
+`ConcurrencyConflict`; `run_unit_of_work` reloads and re-decides with bounded, jittered
+retries.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -28,7 +30,7 @@ from tenacity import (
 
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import ConcurrencyConflict, TransactionTooLarge, map_storage_error
-from agents.backbone.outbox import OutboxRow
+from agents.backbone.outbox import OutboxRow, mark_operation
 from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.schemas import registry as default_registry
 from agents.backbone.tables import STATE_ROW, inbox_row, table_key
@@ -61,6 +63,9 @@ class Committed(Generic[T]):
     outbox: list[OutboxRow] = field(default_factory=list)
     result: T | None = None
     dead_letter: DeadLetterRequest | None = None
+    unapplied_marks: list[OutboxRow] = field(default_factory=list)
+    """The `marks` still to be written: no room in this transaction, or it was a duplicate.
+    (A mark the service refused is dropped: its row was already marked or purged.)"""
 
 
 @dataclass
@@ -80,6 +85,7 @@ class UnitOfWork:
         inbox_id: str | None,
         registry: SchemaRegistry | None = None,
         now: Callable[[], datetime] | None = None,
+        marks: Sequence[OutboxRow] = (),
     ) -> None:
         if not partition_key:
             raise ValueError("a unit of work needs a partition key")
@@ -93,6 +99,7 @@ class UnitOfWork:
         self._saved: dict[str, dict[str, Any]] = {}
         self._appended: list[dict[str, Any]] = []
         self._outbox: list[OutboxRow] = []
+        self._marks = list(marks)
         self.dead_letter: DeadLetterRequest | None = None
 
     def now(self) -> datetime:
@@ -183,15 +190,31 @@ class UnitOfWork:
         return operations
 
     def commit(self) -> Committed[Any]:
-        """Submit the one transaction; recognise a duplicate delivery; raise on a lost race."""
+        """Submit the one transaction; recognise a duplicate delivery; raise on a lost race.
+
+        The marks that fit within the limits ride along; one the service refuses (its row was
+        changed or deleted since: already marked elsewhere, or purged) is dropped and the
+        transaction resubmitted without it."""
         operations = self.operations()
         check_transaction_limits(operations)
-        if operations:
+        if not operations:
+            return Committed(self.partition_key, duplicate=False, dead_letter=self.dead_letter,
+                             unapplied_marks=list(self._marks))
+        placed = self._marks_that_fit(operations)
+        marks = list(placed)
+        while True:
+            now = self._now()
             try:
-                results = self.table.submit_transaction(operations)
+                results = self.table.submit_transaction(
+                    operations + [mark_operation(row, now) for row in marks])
+                break
             except TableTransactionError as error:
                 if self._is_duplicate(error, operations):
-                    return Committed(self.partition_key, duplicate=True)
+                    return Committed(self.partition_key, duplicate=True,
+                                     unapplied_marks=list(self._marks))
+                if error.index >= len(operations) and _refused_mark(error):
+                    del marks[error.index - len(operations)]
+                    continue
                 if error.status_code in (409, 412) or _error_code(error) in (
                     "EntityAlreadyExists", "UpdateConditionNotSatisfied", "ResourceNotFound"
                 ):
@@ -202,15 +225,24 @@ class UnitOfWork:
                 raise map_storage_error(error) from error
             except AzureError as error:
                 raise map_storage_error(error) from error
-            # The last len(outbox) results are the outbox inserts; their ETags guard the
-            # later "dispatched" update without another read.
-            first = len(operations) - len(self._outbox)
-            for row, metadata in zip(self._outbox, results[first:], strict=True):
-                row.etag = metadata.get("etag")
+        # The outbox inserts end the business operations; their ETags guard the later
+        # "dispatched" mark without another read.
+        first = len(operations) - len(self._outbox)
+        for row, metadata in zip(self._outbox, results[first:len(operations)], strict=True):
+            row.etag = metadata.get("etag")
         return Committed(
             self.partition_key, duplicate=False, outbox=list(self._outbox),
-            dead_letter=self.dead_letter,
+            dead_letter=self.dead_letter, unapplied_marks=self._marks[len(placed):],
         )
+
+    def _marks_that_fit(self, operations: list[Operation]) -> list[OutboxRow]:
+        room = max(0, MAX_ENTITIES - len(operations))
+        marks = self._marks[:room]
+        try:
+            check_transaction_limits(operations + [mark_operation(r, self._now()) for r in marks])
+        except TransactionTooLarge:
+            return []
+        return marks
 
     def _is_duplicate(self, error: TableTransactionError, operations: list[Operation]) -> bool:
         return (
@@ -267,8 +299,10 @@ def run_unit_of_work(
     attempts: int = 6,
     registry: SchemaRegistry | None = None,
     now: Callable[[], datetime] | None = None,
+    marks: Sequence[OutboxRow] = (),
 ) -> Committed[T]:
-    """Load-decide-commit in a fresh unit of work, re-deciding after every 412.
+    """Load-decide-commit in a fresh unit of work, re-deciding after every 412; `marks`
+    (rows published earlier in this partition) ride along in the transaction as room allows.
 
     Retries are bounded (`attempts`) with jittered exponential backoff; after the last one
     `ConcurrencyConflict` propagates (transient: the broker redelivers).
@@ -281,15 +315,22 @@ def run_unit_of_work(
     )
 
     def attempt() -> Committed[T]:
-        uow = UnitOfWork(table, partition_key, inbox_id=inbox_id, registry=registry, now=now)
+        uow = UnitOfWork(table, partition_key, inbox_id=inbox_id, registry=registry, now=now,
+                         marks=marks)
         result = decide(uow)
         committed = uow.commit()
         return Committed(
             committed.partition_key, committed.duplicate, committed.outbox,
             None if committed.duplicate else result, committed.dead_letter,
+            committed.unapplied_marks,
         )
 
     return retrying(attempt)
+
+
+def _refused_mark(error: TableTransactionError) -> bool:
+    return error.status_code in (404, 412) or _error_code(error) in (
+        "UpdateConditionNotSatisfied", "ResourceNotFound")
 
 
 def _error_code(error: TableTransactionError) -> str:

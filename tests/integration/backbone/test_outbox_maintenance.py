@@ -47,6 +47,7 @@ def test_retention_deletes_old_inbox_markers_and_dispatched_rows_only(
                              inbox_id="old-message")
     commit_without_dispatch(table, schemas, "c2", at=old)
     processor.handle(increment_command("c3"), increment)  # recent: kept
+    processor.relay.flush()  # each partition's tail marked dispatched now
     relay = OutboxRelay(table, publisher, now=lambda: now + timedelta(days=7))
     backdate_inbox(table, "c1", "old-message", old)
     backdate_dispatch(table, "c1", old_done.published[0].row_key, old)

@@ -1,0 +1,130 @@
+"""The "dispatched" marks of published rows ride in the partition's next transaction, so a
+handled message costs one read and one transaction; the tail is flushed when idle or swept."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from azure.servicebus import ServiceBusMessage
+
+from agents.backbone import Envelope, OutboxRelay, UnitOfWork
+from agents.backbone.outbox import DISPATCHED, MAX_REMEMBERED_PER_PARTITION, PENDING
+from tests.integration.backbone.broker import drain
+from tests.integration.backbone.conftest import make_processor
+from tests.integration.backbone.counter import (
+    COMMANDS,
+    EVENTS,
+    INCREMENTED,
+    PROJECTION,
+    consumer,
+    increment,
+    increment_command,
+    project,
+)
+
+
+def status(table, partition: str, row_key: str) -> str:
+    return str(table.get_entity(partition, row_key)["Status"])
+
+
+def test_the_next_commit_in_a_partition_marks_the_previous_messages_rows(processor, table):
+    first = processor.handle(increment_command("c1"), increment)
+    [row] = first.published
+    assert status(table, "c1", row.row_key) == PENDING
+    assert processor.relay.unmarked("c1") == [row]
+
+    second = processor.handle(increment_command("c1"), increment)
+
+    assert status(table, "c1", row.row_key) == DISPATCHED
+    assert status(table, "c1", second.published[0].row_key) == PENDING
+    assert processor.relay.unmarked("c1") == second.published
+
+
+def test_a_handled_message_costs_one_read_and_one_transaction(processor, counter):
+    outcomes = [processor.handle(increment_command(f"c{n % 2}"), increment) for n in range(6)]
+    assert [outcome.requests for outcome in outcomes] == [2] * 6
+    assert processor.relay.unmarked("c0") == outcomes[4].published
+
+
+def test_the_tail_is_marked_once_its_partition_has_been_idle(processor, table, broker):
+    [tail] = processor.handle(increment_command("c1"), increment).published
+    broker.advance(processor.relay.flush_after)
+
+    other = processor.handle(increment_command("c2"), increment)
+
+    assert status(table, "c1", tail.row_key) == DISPATCHED
+    assert processor.relay.unmarked("c1") == []
+    assert processor.relay.unmarked("c2") == other.published
+    assert other.requests == 3  # read, commit, and the idle partition's marks
+
+
+def test_the_sweeper_marks_its_own_relays_tail_without_republishing(processor, broker):
+    processor.handle(increment_command("c1"), increment)
+    assert processor.relay.sweep(older_than=timedelta(0)) == []
+    assert processor.relay.pending("c1") == []
+    assert broker.queue(EVENTS).sent == 1
+
+
+def test_a_crash_after_publish_before_the_fold_leaves_rows_for_the_sweeper_and_one_effect(
+    table, schemas, broker
+):
+    crashed = make_processor(table, broker, schemas)
+    command = increment_command("c1", by=3)
+    broker.send(COMMANDS, ServiceBusMessage(command.to_json(), message_id=command.id))
+    drain(broker, {COMMANDS: consumer(crashed, schemas, increment)})
+    [left] = crashed.relay.pending("c1")  # published, its mark lost with the process
+
+    restarted = make_processor(table, broker, schemas)
+    broker.advance(timedelta(minutes=2))
+    swept = restarted.relay.sweep(older_than=timedelta(minutes=1))
+    drain(broker, {EVENTS: consumer(restarted, schemas, project, partition_key=PROJECTION)})
+
+    assert [row.message_id for row in swept] == [left.message_id]
+    assert restarted.relay.pending("c1") == []
+    assert restarted.table.get_entity(PROJECTION, "state")["state"] == '{"seen":1,"sum":3}'
+
+
+def test_a_mark_refused_because_the_row_changed_is_dropped_and_the_commit_goes_through(
+    processor, table, publisher
+):
+    [row] = processor.handle(increment_command("c1"), increment).published
+    other_relay = OutboxRelay(table, publisher)
+    other_relay.dispatch(other_relay.pending("c1"))  # e.g. a concurrent redelivery marked it
+    marked_at = table.get_entity("c1", row.row_key)["DispatchedAt"]
+
+    again = processor.handle(increment_command("c1", by=4), increment)
+
+    assert again.requests == 3  # read, the refused $batch, the $batch without that mark
+    assert table.get_entity("c1", "state")["state"] == '{"total":5}'
+    assert table.get_entity("c1", row.row_key)["DispatchedAt"] == marked_at
+    assert processor.relay.unmarked("c1") == again.published
+
+
+def emit(count: int):
+    def decide(uow: UnitOfWork) -> None:
+        for n in range(count):
+            uow.emit(Envelope.new(INCREMENTED, {"total": n, "by": 1}, source="/tests",
+                                  subject="big"), destination=EVENTS)
+    return decide
+
+
+def test_a_partition_with_more_unmarked_rows_than_the_bound_is_marked_at_once(processor):
+    outcome = processor.run("big", emit(MAX_REMEMBERED_PER_PARTITION + 1), inbox_id="m1")
+    assert len(outcome.published) == MAX_REMEMBERED_PER_PARTITION + 1
+    assert processor.relay.unmarked("big") == []
+    assert processor.relay.pending("big") == []
+
+
+def test_marks_beyond_the_room_left_in_a_full_transaction_are_not_lost(processor, table):
+    processor.run("big", emit(MAX_REMEMBERED_PER_PARTITION), inbox_id="m1")
+    assert len(processor.relay.unmarked("big")) == MAX_REMEMBERED_PER_PARTITION
+
+    processor.run("big", emit(90), inbox_id="m2")  # 91 entities: room for 9 marks only
+
+    pending = {row.row_key for row in processor.relay.pending("big")}
+    unmarked = {row.row_key for row in processor.relay.unmarked("big")}
+    assert pending == unmarked  # marked in storage, or still remembered: none forgotten
+    assert 0 < len(unmarked) <= MAX_REMEMBERED_PER_PARTITION
+    assert processor.relay.flush() == len(unmarked)
+    assert processor.relay.pending("big") == []
+    assert len(list(table.query_entities("RowKey ge 'outbox|' and RowKey lt 'outbox}'"))) == 140
