@@ -25,7 +25,7 @@ from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNot
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from agents.backbone.envelope import Envelope
-from agents.backbone.errors import map_storage_error
+from agents.backbone.errors import StorageError, TransientError, map_storage_error
 from agents.backbone.tables import (
     INBOX_PREFIX,
     OUTBOX_PREFIX,
@@ -202,7 +202,7 @@ class OutboxRelay:
         logged and left to the sweeper: the message itself is already done."""
         try:
             self.flush(idle_for=self.flush_after)
-        except AzureError as error:
+        except (TransientError, StorageError) as error:
             log.warning("outbox marks left to the sweeper: %s", error)
 
     def mark_dispatched(self, rows: Iterable[OutboxRow]) -> None:

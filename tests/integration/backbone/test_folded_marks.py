@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from azure.data.tables import TableServiceClient
 from azure.servicebus import ServiceBusMessage
 
-from agents.backbone import Envelope, OutboxRelay, UnitOfWork
+from agents.backbone import Envelope, OutboxRelay, UnitOfWork, run_unit_of_work, state_table
 from agents.backbone.outbox import DISPATCHED, MAX_REMEMBERED_PER_PARTITION, PENDING
-from tests.integration.backbone.broker import drain
+from tests.integration.backbone.broker import BrokerPublisher, drain
 from tests.integration.backbone.conftest import make_processor
 from tests.integration.backbone.counter import (
     COMMANDS,
@@ -21,6 +22,7 @@ from tests.integration.backbone.counter import (
     increment_command,
     project,
 )
+from tests.integration.backbone.faults import OutageTransport, StorageOutage
 
 
 def status(table, partition: str, row_key: str) -> str:
@@ -128,3 +130,29 @@ def test_marks_beyond_the_room_left_in_a_full_transaction_are_not_lost(processor
     assert processor.relay.flush() == len(unmarked)
     assert processor.relay.pending("big") == []
     assert len(list(table.query_entities("RowKey ge 'outbox|' and RowKey lt 'outbox}'"))) == 140
+
+
+def test_an_idle_flush_that_storage_refuses_leaves_the_rows_to_the_sweeper(
+    storage_connection_string, table, schemas, broker
+):
+    with StorageOutage() as outage:
+        transport = OutageTransport(outage)
+        service = TableServiceClient.from_connection_string(
+            storage_connection_string, transport=transport, retry_total=0)
+        flaky_table = state_table(service, table.table_name, create=False)
+        relay = OutboxRelay(flaky_table, BrokerPublisher(broker), flush_after=timedelta(0))
+        [row] = relay.publish(commit(table, schemas, "c1").outbox)
+        transport.fail_next(1)
+
+        relay.flush_idle()
+
+        assert transport.failed == 1
+        assert relay.unmarked("c1") == []
+        assert [r.row_key for r in relay.pending("c1")] == [row.row_key]
+        assert [r.row_key for r in relay.sweep(older_than=timedelta(0))] == [row.row_key]
+
+
+def commit(table, schemas, counter_id: str):
+    command = increment_command(counter_id)
+    return run_unit_of_work(table, counter_id, lambda uow: increment(command, uow),
+                            inbox_id=command.id, registry=schemas)
