@@ -35,6 +35,7 @@ from azure.data.tables import TableServiceClient  # noqa: E402
 from azure.servicebus import (  # noqa: E402
     ServiceBusMessage,
     ServiceBusMessageState,
+    ServiceBusReceivedMessage,
     ServiceBusSubQueue,
 )
 from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver  # noqa: E402
@@ -150,13 +151,35 @@ STORIES = [HAPPY, OUT_OF_STOCK, DECLINED, DUPLICATE_STORM, SLOW_GATEWAY]
 POISON_TITLE = "Poison message: malformed JSON on orders-saga ends in the dead-letter queue"
 
 
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM: stop the stories; every `finally` stops what it started."""
+
+
+class StopRequest:
+    """Set by the signal handlers. A task cancellation alone is not enough: some awaits of
+    azure-servicebus' aio client absorb it, so the stories also poll this between steps."""
+
+    requested = False
+
+    @classmethod
+    def check(cls) -> None:
+        if cls.requested:
+            raise Interrupted
+
+
 async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 60.0) -> T:
     deadline = time.monotonic() + timeout
-    while (found := await probe()) is None:
+    while True:
+        StopRequest.check()
+        if (found := await probe()) is not None:
+            return found
         if time.monotonic() > deadline:
             raise TimeoutError(f"not reached within {timeout}s")
         await asyncio.sleep(0.1)
-    return found
+
+
+async def peek(receiver: ServiceBusReceiver) -> list[ServiceBusReceivedMessage]:
+    return await receiver.peek_messages(max_message_count=100, sequence_number=1)
 
 
 @dataclass
@@ -216,15 +239,14 @@ class Cloud:
     async def dead_lettered_orders_messages(self) -> set[tuple[str, int]]:
         return {(queue, message.sequence_number or 0)
                 for queue, receiver in self.dead_letter_queues.items()
-                for message in await receiver.peek_messages(max_message_count=100,
-                                                            sequence_number=1)}
+                for message in await peek(receiver)}
 
     async def settle(self) -> None:
         """Wait until no orders queue holds an active message (future step deadlines may
         stay scheduled)."""
         async def idle() -> bool | None:
             for receiver in self.queues.values():
-                peeked = await receiver.peek_messages(max_message_count=100, sequence_number=1)
+                peeked = await peek(receiver)
                 if any(m.state == ServiceBusMessageState.ACTIVE for m in peeked):
                     return None
             return True
@@ -256,6 +278,10 @@ def app_settings(azurite: Azurite, devstack: DevStack) -> dict[str, str]:
     }
 
 
+async def close_all(receivers: list[ServiceBusReceiver]) -> None:
+    await asyncio.gather(*(receiver.close() for receiver in receivers))
+
+
 @asynccontextmanager
 async def local_cloud() -> AsyncIterator[Cloud]:
     """Azurite, devstack and the host on free loopback ports, stopped in reverse order on
@@ -275,11 +301,13 @@ async def local_cloud() -> AsyncIterator[Cloud]:
                 http = await opened.enter_async_context(aiohttp.ClientSession())
                 bus = await opened.enter_async_context(
                     ServiceBusClient.from_connection_string(devstack.connection_string))
-                queues = {queue: await opened.enter_async_context(bus.get_queue_receiver(queue))
-                          for queue in entities.QUEUES}
-                dead_letter_queues = {queue: await opened.enter_async_context(
-                    bus.get_queue_receiver(queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER))
-                    for queue in entities.QUEUES}
+                queues = {queue: bus.get_queue_receiver(queue) for queue in entities.QUEUES}
+                dead_letter_queues = {queue: bus.get_queue_receiver(
+                    queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER) for queue in entities.QUEUES}
+                receivers = [*queues.values(), *dead_letter_queues.values()]
+                # Each link's attach and detach waits for the broker: side by side, not in turn.
+                opened.push_async_callback(lambda: close_all(receivers))
+                await asyncio.gather(*(receiver.__aenter__() for receiver in receivers))
                 # agents.ops reads one connection setting per entity domain; here all domains
                 # live on the one devstack namespace and the one Azurite account.
                 ops = servers.enter_context(Connections({
@@ -295,6 +323,7 @@ async def local_cloud() -> AsyncIterator[Cloud]:
 
 
 async def run(story: Story, cloud: Cloud, say: Say = quiet) -> StoryOutcome:
+    StopRequest.check()
     began = time.monotonic()
     before = await cloud.dead_lettered_orders_messages()
     for service, mode in story.modes:
@@ -353,6 +382,7 @@ async def run_poison(cloud: Cloud, say: Say = quiet) -> PoisonOutcome:
     """Send malformed JSON to orders-saga with the official SDK. The classic binding can
     only abandon (the function raises), so the broker dead-letters the message once its
     delivery count reaches the queue's MaxDeliveryCount."""
+    StopRequest.check()
     began = time.monotonic()
     queue, message_id = entities.SAGA_QUEUE, f"poison-{uuid.uuid4()}"
     already = len(cloud.host.invoker.records)
@@ -532,14 +562,19 @@ async def main() -> int:
     logging.basicConfig(level=logging.ERROR, handlers=[logged])
     running = asyncio.current_task()
     assert running is not None
-    # SIGTERM cancels like Ctrl-C does, so every `finally` stops what it started.
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, running.cancel)
+
+    def stop() -> None:
+        StopRequest.requested = True
+        running.cancel()
+
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(stop_signal, stop)
     return await demo()
 
 
 if __name__ == "__main__":
     try:
         sys.exit(asyncio.run(main()))
-    except (KeyboardInterrupt, asyncio.CancelledError):
+    except (Interrupted, KeyboardInterrupt, asyncio.CancelledError):
         console.print("[yellow]interrupted: everything started was stopped[/]")
         sys.exit(130)
