@@ -35,6 +35,7 @@ from devstack.host.timer import TimerListener, schedule_monitor
 
 log = logging.getLogger("devstack.host")
 Listener = Callable[[], Coroutine[Any, Any, None]]
+STOP_GRACE_SECONDS = 10.0
 
 
 class FunctionsHost:
@@ -91,7 +92,8 @@ class FunctionsHost:
         front_door = HttpFrontDoor(functions=self.functions,
                                    route_prefix=self.config.route_prefix,
                                    keys=self.keys, invoker=self.invoker)
-        self._runner = web.AppRunner(front_door.application(), access_log=None)
+        self._runner = web.AppRunner(front_door.application(), access_log=None,
+                                     shutdown_timeout=STOP_GRACE_SECONDS)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.bind, self.port).start()
         for route in front_door.routes:
@@ -142,14 +144,24 @@ class FunctionsHost:
         return None
 
     async def stop(self) -> None:
+        """Stop listeners, HTTP and output clients, each within STOP_GRACE_SECONDS."""
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            # A receiver whose close is never answered must not hang the host's shutdown.
+            _, pending = await asyncio.wait(self._tasks, timeout=STOP_GRACE_SECONDS)
+            for task in pending:
+                log.warning("Listener for 'Functions.%s' did not stop within %ss; abandoned",
+                            task.get_name(), STOP_GRACE_SECONDS)
         self._tasks.clear()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        await self._outputs.close()
+        try:
+            await asyncio.wait_for(self._outputs.close(), STOP_GRACE_SECONDS)
+        except TimeoutError:
+            log.warning("Output clients did not close within %ss; abandoned",
+                        STOP_GRACE_SECONDS)
         self.invoker.close()
         restore_environment(self._previous_environment)
         self._previous_environment = {}
