@@ -27,7 +27,7 @@ Usage sketch (an agent's trigger and handler)::
     # in the Service Bus trigger (message actions or an SDK receiver):
     try:
         event = parse_servicebus(msg.get_body(), msg.application_properties)
-        outcome = processor.handle(event, place_order)   # commit, publish, mark dispatched
+        outcome = processor.handle(event, place_order)   # commit, publish (marked later)
     except PoisonMessage as error:                       # InvalidEvent, TransactionTooLarge
         dead_letter(actions, msg, error.reason, error.description)
         return

@@ -8,7 +8,7 @@ stay pending in the table, where the sweeper finds them if this process dies.
 A trigger calls `MessageProcessor.handle(event, handler)`. If it returns, the message may be
 completed (or dead-lettered, when `Outcome.dead_letter` says so). If it raises, the message
 must be abandoned so the broker redelivers it: the inbox then recognises the duplicate and
-the still-pending outbox rows of that partition are published again.
+the partition's pending outbox rows that this process has not published yet are published.
 """
 
 from __future__ import annotations
