@@ -4,10 +4,12 @@ that Bicep deploys, so what runs locally is what gets provisioned."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import azure.functions as func
 import pytest
 
+from devstack.host.index import load_app
 from tests.infra import templates
 from tests.infra.bindings import (
     BindingRef,
@@ -25,7 +27,8 @@ def deployed_settings() -> set[str]:
 def test_every_binding_of_the_app_names_declared_entities_and_deployed_connections(
     deployed_settings: set[str],
 ) -> None:
-    from function_app import app
+    # A fresh load: a FunctionApp allows get_functions() once, and other tests index the app too.
+    app = load_app(Path(__file__).resolve().parents[2])
 
     problems = binding_problems(bindings_of(app), declared_entities(), deployed_settings)
 
