@@ -384,7 +384,7 @@ async def run_poison(cloud: Cloud, say: Say = quiet) -> PoisonOutcome:
     delivery count reaches the queue's MaxDeliveryCount."""
     StopRequest.check()
     began = time.monotonic()
-    queue, message_id = entities.SAGA_QUEUE, f"poison-{uuid.uuid4()}"
+    queue, message_id = entities.SAGA_QUEUE, f"poison-{uuid.uuid4().hex[:12]}"
     already = len(cloud.host.invoker.records)
     async with cloud.bus.get_queue_sender(queue) as sender:
         await sender.send_messages(ServiceBusMessage(
@@ -458,12 +458,12 @@ async def closing_checks(cloud: Cloud, poison: PoisonOutcome) -> tuple[list[Chec
                     f"messages handled by the host's functions in {wall:.1f}s wall time, "
                     "step-deadline waits included)")
     dead = Table(show_header=True, header_style="bold", box=None)
-    for column in ("entity", "seq", "messageId", "deadLetterReason", "deliveries", "body"):
-        dead.add_column(column)
+    for column in ("entity", "seq", "messageId", "deadLetterReason", "deliveryCount", "body"):
+        dead.add_column(column, no_wrap=column != "body")
     for letter in letters:
         dead.add_row(letter.entity, str(letter.sequence_number), letter.message_id or "-",
                      letter.reason or "-", str(letter.delivery_count),
-                     repr((letter.body or b"")[:40]))
+                     repr((letter.body or b"")[:32]) + "...")
     summary.add_row("DEAD-LETTER CONTENTS", dead if letters else "none")
     summary.add_row("PENDING OUTBOX ROWS", str(pending))
     failures = Counter(record.function_name for record in cloud.host.invoker.records
