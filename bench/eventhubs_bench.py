@@ -14,16 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from azure.eventhub import EventData, EventHubConsumerClient, EventHubProducerClient
 
+from bench.server_process import print_table, server_process
 from devstack.amqp import ACCEPTED_STATE, AmqpServer, IncomingDelivery, Link, LinkHandler, Node
 from devstack.amqp.codec import Described
 from devstack.amqp.message import BATCH_FORMAT, data_section
@@ -34,7 +33,6 @@ EVENTS = 10_000
 BODY = json.dumps({"card": "4242-0000", "amount": 12.5, "merchant": "m-17", "pad": "x" * 120})
 HUB = "bench"
 FLOOR_EVENTS_PER_SECOND = 5_000
-REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -123,27 +121,9 @@ def _serve(mode: str) -> None:
     asyncio.run(run())
 
 
-def _peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _measure(mode: str, events: int) -> Figures:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bench.eventhubs_bench", "--serve", mode],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    try:
-        assert server.stdout is not None
-        port = int(server.stdout.readline())
-        connection = (
-            f"Endpoint=sb://127.0.0.1:{port};SharedAccessKeyName=RootManageSharedAccessKey;"
-            "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"
-        )
+    with server_process("bench.eventhubs_bench", "--serve", mode) as server:
+        connection = server.connection_string
         with EventHubProducerClient.from_connection_string(
             connection, eventhub_name=HUB
         ) as producer:
@@ -192,10 +172,7 @@ def _measure(mode: str, events: int) -> Figures:
         worker.join(30)
         # The first (link-opening) event's arrival starts the clock: `events` intervals.
         receive_rate = events / (last_at - first_at)
-        return Figures(events / send_seconds, receive_rate, _peak_rss_mib(server.pid))
-    finally:
-        server.terminate()
-        server.wait(10)
+        return Figures(events / send_seconds, receive_rate, server.memory().peak_mib)
 
 
 def main(events: int = EVENTS) -> int:
@@ -208,9 +185,10 @@ def main(events: int = EVENTS) -> int:
         ("server peak RSS (MiB)", baseline.peak_rss_mib, eventhubs.peak_rss_mib),
     ]
     print(f"Event Hubs: {events:,} events of {len(BODY)} bytes, azure-eventhub sync SDK")
-    print(f"{'':26}{'null node':>12}{'devstack EH':>14}")
-    for label, base, ours in rows:
-        print(f"{label:26}{base:12,.0f}{ours:14,.0f}")
+    print_table(
+        ["", "null node", "devstack EH"],
+        [[label, f"{base:,.0f}", f"{ours:,.0f}"] for label, base, ours in rows],
+    )
     verdict = min(eventhubs.send_per_second, eventhubs.receive_per_second)
     meets = verdict >= FLOOR_EVENTS_PER_SECOND
     print(
