@@ -4,13 +4,11 @@ hashed partition key, salted hot keys, events that parse back to the same envelo
 from __future__ import annotations
 
 import json
-import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from azure.eventhub import EventHubConsumerClient, EventHubProducerClient
+from azure.eventhub import EventHubProducerClient
 
 from agents.backbone import (
     Envelope,
@@ -22,6 +20,7 @@ from agents.backbone import (
 )
 from agents.backbone.partitions import hashed
 from devstack.server import DevStack
+from tests.integration.support import read_hub
 
 HUB = "fraud-payments"  # from infra/entities/eventhubs.json (4 partitions)
 CONFIG = Path(__file__).resolve().parents[3] / "infra" / "entities" / "eventhubs.json"
@@ -44,30 +43,6 @@ def key_text(key: bytes | str | None) -> str | None:
     return key.decode() if isinstance(key, bytes) else key
 
 
-def read_all(connection_string: str, expected: int, timeout: float = 30.0) -> list[tuple]:
-    """(partition id, event) for every event in the hub, via the SDK's consumer."""
-    received: list[tuple] = []
-    done = threading.Event()
-    consumer = EventHubConsumerClient.from_connection_string(
-        connection_string, consumer_group="$default", eventhub_name=HUB)
-
-    def on_event(context, event) -> None:
-        if event is not None:
-            received.append((context.partition_id, event))
-            if len(received) >= expected:
-                done.set()
-
-    worker = threading.Thread(target=consumer.receive, kwargs={
-        "on_event": on_event, "starting_position": "-1", "max_wait_time": 0.5}, daemon=True)
-    worker.start()
-    deadline = time.monotonic() + timeout
-    while not done.wait(0.1) and time.monotonic() < deadline:
-        pass
-    consumer.close()
-    worker.join(timeout=10)
-    return received
-
-
 @pytest.fixture(scope="module")
 def hub(devstack):
     """Publish two calm cards and one hot card once; read back every event."""
@@ -77,7 +52,7 @@ def hub(devstack):
     sent = {"4111": payments("4111", 6), "5555": payments("5555", 6), "hot": payments("hot", 40)}
     with producer:
         publisher.publish([row for rows in sent.values() for row in rows])
-    received = read_all(devstack.connection_string, expected=52)
+    received = read_hub(devstack.connection_string, HUB, expected=52)
     return sent, {event.message_id: (partition, event) for partition, event in received}
 
 

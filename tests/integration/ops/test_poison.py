@@ -3,43 +3,18 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 
-from azure.eventhub import EventData, EventHubConsumerClient, EventHubProducerClient
+from azure.eventhub import EventData, EventHubProducerClient
 from azure.servicebus import ServiceBusMessage
 
 from agents.backbone import InvalidEvent, ServiceBusPublisher, park, parked_event
 from agents.ops.cli import SKIPPED
 from tests.integration.ops.bus import peek, send
+from tests.integration.support import read_hub
 
 HUB = "fraud-payments"
 PARKING = "fraud-poison-events"
 BODY = b'{"card": "4242", "amount": "not a number"}'
-
-
-def read_hub(connection_string: str, expected: int, deadline: float = 20.0) -> list[tuple]:
-    """(partition id, event) for every event in the hub, read from the start of each
-    partition until `expected` arrived, plus any that arrive within half a second more."""
-    received: list[tuple] = []
-    enough = threading.Event()
-    consumer = EventHubConsumerClient.from_connection_string(
-        connection_string, consumer_group="$default", eventhub_name=HUB)
-
-    def on_event(context, event) -> None:
-        if event is not None:
-            received.append((context.partition_id, event))
-            if len(received) >= expected:
-                enough.set()
-
-    worker = threading.Thread(target=consumer.receive, kwargs={
-        "on_event": on_event, "starting_position": "-1", "max_wait_time": 0.2}, daemon=True)
-    worker.start()
-    enough.wait(deadline)
-    time.sleep(0.5)  # a surplus event would already be in the log: see if it is read too
-    consumer.close()
-    worker.join(timeout=10)
-    return received
 
 
 def parked_payment(stack, bus) -> tuple[str, int]:
@@ -50,7 +25,7 @@ def parked_payment(stack, bus) -> tuple[str, int]:
         event = EventData(BODY)
         event.properties = {"gateway": "sim"}
         producer.send_batch([event], partition_key="card-4242")
-    [(partition, read)] = read_hub(stack.connection_string, expected=1)
+    [(partition, read)] = read_hub(stack.connection_string, HUB, expected=1)
     park(ServiceBusPublisher(bus), PARKING, parked_event(
         source="/agents/fraud", hub=HUB, consumer_group="fraud-scoring",
         partition_id=partition, offset=str(read.offset), sequence_number=read.sequence_number,
@@ -87,7 +62,7 @@ def test_replay_republishes_to_the_same_partition_and_completes_the_parked_messa
     result = ops("poison", "replay", "--all", "--json")
     assert result.exit_code == 0, result.output
     assert [r["outcome"] for r in json.loads(result.output)] == ["replayed"]
-    events = read_hub(stack.connection_string, expected=2)
+    events = read_hub(stack.connection_string, HUB, expected=2)
     assert [p for p, _ in events] == [partition, partition]
     replayed = events[1][1]
     assert b"".join(replayed.body) == BODY
@@ -104,7 +79,7 @@ def test_a_second_replay_skips_what_was_already_replayed(stack, bus, ops):
     assert first.exit_code == 0, first.output
     assert second.exit_code == SKIPPED
     assert "not parked" in json.loads(second.output)[0]["detail"]
-    assert len(read_hub(stack.connection_string, expected=2)) == 2
+    assert len(read_hub(stack.connection_string, HUB, expected=2)) == 2
 
 
 def test_dry_run_leaves_the_event_parked_and_the_hub_alone(stack, bus, ops):
@@ -113,7 +88,7 @@ def test_dry_run_leaves_the_event_parked_and_the_hub_alone(stack, bus, ops):
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)[0]["detail"] == f"to {HUB} partition {partition}"
     assert len(peek(bus, PARKING)) == 1
-    assert len(read_hub(stack.connection_string, expected=1)) == 1
+    assert len(read_hub(stack.connection_string, HUB, expected=1)) == 1
 
 
 def test_a_stray_message_is_listed_as_such_and_never_replayed(stack, bus, ops):
