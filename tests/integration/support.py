@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
 from typing import Any
 
 from azure.eventhub import EventHubConsumerClient
@@ -33,3 +35,41 @@ def read_hub(connection_string: str, hub: str, expected: int, deadline: float = 
     consumer.close()
     worker.join(timeout=10)
     return received
+
+
+class _Record(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        endpoint = self.server
+        assert isinstance(endpoint, RecordingEndpoint)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        endpoint.received.append((dict(self.headers), body))
+        self.send_response(endpoint.status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+class RecordingEndpoint(ThreadingHTTPServer):
+    """A loopback HTTP endpoint on a free port (a context manager): records every POST as
+    (headers, body) in `received` and answers `status`, which a test may change."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(("127.0.0.1", 0), _Record)
+        self.status = status
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def __enter__(self) -> RecordingEndpoint:
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.shutdown()
+        self.server_close()

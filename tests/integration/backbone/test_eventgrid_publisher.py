@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -19,40 +18,20 @@ from agents.backbone import (
     parse_eventgrid,
     settings,
 )
-
-
-class Topic(BaseHTTPRequestHandler):
-    """A loopback stand-in for an Event Grid topic endpoint: records, answers 200 or 503."""
-
-    received: list[tuple[dict[str, str], bytes]]
-    status = 200
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.received.append((dict(self.headers), body))  # type: ignore[attr-defined]
-        self.send_response(self.server.status)  # type: ignore[attr-defined]
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format, *args) -> None:
-        return
+from tests.integration.support import RecordingEndpoint
 
 
 @pytest.fixture
-def topic():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Topic)
-    server.received, server.status = [], 200
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def topic() -> Iterator[RecordingEndpoint]:
+    """A loopback stand-in for an Event Grid topic endpoint: records, answers 200 or 503."""
+    with RecordingEndpoint(status=200) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
 def publisher(topic) -> EventGridPublisher:
     env = {"TRIAGE_EVENTGRID__topicEndpointUri":
-           f"http://127.0.0.1:{topic.server_address[1]}/api/events",
+           f"http://127.0.0.1:{topic.port}/api/events",
            "TRIAGE_EVENTGRID__topicKey": "local-key"}
     client = settings.eventgrid_publisher("TRIAGE_EVENTGRID", env=env, retry_total=0)
     return EventGridPublisher({"triage-routed": client})

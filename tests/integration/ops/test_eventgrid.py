@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -21,35 +19,22 @@ from azure.storage.blob import BlobServiceClient
 from agents.ops.cli import SKIPPED
 from devstack.eventgrid import EventGridConfig, LocalEventGrid
 from devstack.eventgrid.config import DEV_TOPIC_KEY
+from tests.integration.support import RecordingEndpoint
 
 ENTITIES = Path(__file__).resolve().parents[3] / "infra" / "entities"
 TOPIC = "triage-helpdesk"
 CONTAINER = "eventgrid-deadletter"
 
 
-class Webhook(BaseHTTPRequestHandler):
-    """The subscription's endpoint: records each delivery and answers the current status."""
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.deliveries.append(json.loads(body))  # type: ignore[attr-defined]
-        self.send_response(self.server.status)  # type: ignore[attr-defined]
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format, *args) -> None:
-        return
-
-
 @pytest.fixture
-def webhook() -> Iterator[ThreadingHTTPServer]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Webhook)
-    server.deliveries, server.status = [], 400  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def webhook() -> Iterator[RecordingEndpoint]:
+    """The subscription's endpoint: records each delivery and answers the current status."""
+    with RecordingEndpoint(status=400) as endpoint:
+        yield endpoint
+
+
+def deliveries(webhook: RecordingEndpoint) -> list[dict]:
+    return [json.loads(body) for _, body in webhook.received]
 
 
 @pytest.fixture
@@ -69,7 +54,7 @@ async def grid(webhook, azurite, dead_letter_container):
     [topic] = document["UserConfig"]["Topics"]
     topic["Subscriptions"][0]["Destination"] = {
         "EndpointType": "WebHook",
-        "EndpointUrl": f"http://127.0.0.1:{webhook.server_address[1]}/hook"}
+        "EndpointUrl": f"http://127.0.0.1:{webhook.port}/hook"}
     async with LocalEventGrid(EventGridConfig.parse(document),
                               dead_letter_storage=azurite.connection_string,
                               delay_scale=0.001) as event_grid:
@@ -136,10 +121,10 @@ async def test_replay_delivers_the_event_again_and_marks_the_blob(grid, grid_ops
     assert result.exit_code == 0, result.output
     assert [r["outcome"] for r in json.loads(result.output)] == ["replayed"]
     deadline = time.monotonic() + 20
-    while len(webhook.deliveries) < 2 and time.monotonic() < deadline:
+    while len(webhook.received) < 2 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    assert [d["id"] for d in webhook.deliveries] == ["ticket-7", "ticket-7"]
-    assert webhook.deliveries[1]["data"] == {"title": "printer on fire"}
+    assert [d["id"] for d in deliveries(webhook)] == ["ticket-7", "ticket-7"]
+    assert deliveries(webhook)[1]["data"] == {"title": "printer on fire"}
     [row] = json.loads((await grid_ops("list", "--json")).output)
     assert row["replayedAt"] is not None
 
@@ -165,7 +150,7 @@ async def test_dry_run_publishes_nothing_and_leaves_the_blob_unmarked(grid, grid
     result = await grid_ops("replay", "--all", "--dry-run", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)[0]["detail"] == f"to topic {TOPIC}"
-    assert len(webhook.deliveries) == 1
+    assert len(webhook.received) == 1
     [row] = json.loads((await grid_ops("list", "--json")).output)
     assert row["replayedAt"] is None
 
@@ -181,4 +166,4 @@ async def test_a_refused_publish_is_a_failure_and_leaves_the_blob_unmarked(grid,
     assert failed["outcome"] == "failed" and "401" in failed["detail"]
     listed = await asyncio.to_thread(ops, "eventgrid", "list", "--json")
     assert json.loads(listed.output)[0]["replayedAt"] is None
-    assert len(webhook.deliveries) == 1
+    assert len(webhook.received) == 1
