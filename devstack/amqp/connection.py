@@ -507,14 +507,7 @@ class Connection(asyncio.Protocol):
         self.closed = True
         if self._heartbeat is not None:
             self._heartbeat.cancel()
-        for session in list(self.sessions.values()):
-            for link in list(session.links.values()):
-                link.detached = True
-                if link.pending_attach is not None:
-                    link.pending_attach.cancel()
-                self.notify_detached(link)
-            session.links.clear()
-        self.sessions.clear()
+        self._detach_all()
         for node in self._nodes:
             self.safely(node.connection_closed, self)
 
@@ -675,14 +668,7 @@ class Connection(asyncio.Protocol):
             if session is not None:
                 session.end()
         elif code == CLOSE:
-            for session in list(self.sessions.values()):
-                for link in list(session.links.values()):
-                    link.detached = True
-                    if link.pending_attach is not None:
-                        link.pending_attach.cancel()
-                    self.notify_detached(link)
-                session.links.clear()
-            self.sessions.clear()
+            self._detach_all()
             self.send_frame(0, performative(CLOSE, [None]))
             self._flush()
             self.closed = True
@@ -731,6 +717,17 @@ class Connection(asyncio.Protocol):
 
     def route(self, link: Link) -> LinkHandler | asyncio.Future[LinkHandler] | None:
         return self._router(link)
+
+    def _detach_all(self) -> None:
+        """End every session and link of this connection, telling the nodes of each link."""
+        for session in list(self.sessions.values()):
+            for link in list(session.links.values()):
+                link.detached = True
+                if link.pending_attach is not None:
+                    link.pending_attach.cancel()
+                self.notify_detached(link)
+            session.links.clear()
+        self.sessions.clear()
 
     def notify_detached(self, link: Link) -> None:
         if link.handler is not None:
