@@ -11,7 +11,7 @@ error names the offending field, e.g.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -307,21 +307,21 @@ def _rule(at: _Checker) -> RuleSpec:
             else:
                 corr_at.at(key).string()
     else:
-        sql_at = props.at("SqlFilter").at("SqlExpression")
-        props.at("SqlFilter").obj()
-        sql = sql_at.string()
-        try:
-            parse_sql_filter(sql)
-        except FilterError as exc:
-            raise sql_at.fail(str(exc)) from None
+        sql = _sql_expression(props.at("SqlFilter"), parse_sql_filter)
     action = ""
     if props.value.get("Action") is not None:
-        action_at = props.at("Action").at("SqlExpression")
-        props.at("Action").obj()
-        action = action_at.string()
-        try:
-            parse_sql_action(action)
-        except FilterError as exc:
-            raise action_at.fail(str(exc)) from None
+        action = _sql_expression(props.at("Action"), parse_sql_action)
     return RuleSpec(name=name, filter_type=filter_type, correlation=correlation, sql=sql,
                     action=action)
+
+
+def _sql_expression(at: _Checker, parse: Callable[[str], object]) -> str:
+    """The object's SqlExpression, checked with `parse` from the SQL filter language."""
+    at.obj()
+    expression_at = at.at("SqlExpression")
+    expression = expression_at.string()
+    try:
+        parse(expression)
+    except FilterError as exc:
+        raise expression_at.fail(str(exc)) from None
+    return expression
