@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from azure.servicebus import ServiceBusClient
 
 from devstack.server import DevStack
 
@@ -88,6 +89,13 @@ def stack() -> Iterator[DevStack]:
 @pytest.fixture
 def connection_string(stack: DevStack) -> str:
     return stack.connection_string
+
+
+@pytest.fixture
+def client(connection_string: str) -> Iterator[ServiceBusClient]:
+    """The sync Service Bus SDK client on this test's devstack."""
+    with ServiceBusClient.from_connection_string(connection_string) as sb:
+        yield sb
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 15.0) -> Any:

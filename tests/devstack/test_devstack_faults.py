@@ -11,12 +11,6 @@ from azure.servicebus.exceptions import ServiceBusServerBusyError
 MAX_WAIT = 3
 
 
-@pytest.fixture
-def client(connection_string: str):
-    with ServiceBusClient.from_connection_string(connection_string) as sb:
-        yield sb
-
-
 def test_server_busy_is_raised_then_sends_succeed(connection_string, stack):
     stack.faults.server_busy(times=1)
     with ServiceBusClient.from_connection_string(connection_string, retry_total=0) as client, \

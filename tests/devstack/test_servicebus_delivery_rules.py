@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import time
 
-import pytest
 from azure.servicebus import (
     ServiceBusClient,
     ServiceBusMessage,
@@ -16,12 +15,6 @@ from azure.servicebus import (
 from .conftest import wait_until
 
 MAX_WAIT = 3
-
-
-@pytest.fixture
-def client(connection_string: str):
-    with ServiceBusClient.from_connection_string(connection_string) as sb:
-        yield sb
 
 
 def drain(client: ServiceBusClient, queue: str, **kwargs) -> list:

@@ -6,18 +6,12 @@ import datetime
 import time
 
 import pytest
-from azure.servicebus import ServiceBusClient, ServiceBusMessage
+from azure.servicebus import ServiceBusMessage
 from azure.servicebus.exceptions import MessageLockLostError
 
 from .conftest import wait_until
 
 MAX_WAIT = 5
-
-
-@pytest.fixture
-def client(connection_string: str):
-    with ServiceBusClient.from_connection_string(connection_string) as sb:
-        yield sb
 
 
 def test_renew_lock_moves_locked_until_forward(client):

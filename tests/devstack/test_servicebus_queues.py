@@ -16,12 +16,6 @@ from azure.servicebus import (
 MAX_WAIT = 5
 
 
-@pytest.fixture
-def client(connection_string: str):
-    with ServiceBusClient.from_connection_string(connection_string) as sb:
-        yield sb
-
-
 def receive(client: ServiceBusClient, queue: str, count: int, **kwargs):
     """Receive until `count` messages arrived (or MAX_WAIT passes with nothing new)."""
     with client.get_queue_receiver(queue, **kwargs) as receiver:

@@ -9,12 +9,6 @@ from azure.servicebus.exceptions import ServiceBusError, SessionCannotBeLockedEr
 MAX_WAIT = 3
 
 
-@pytest.fixture
-def client(connection_string: str):
-    with ServiceBusClient.from_connection_string(connection_string) as sb:
-        yield sb
-
-
 def send(client: ServiceBusClient, *pairs: tuple[str, str]) -> None:
     with client.get_queue_sender("sessions") as sender:
         sender.send_messages([ServiceBusMessage(body, session_id=sid) for sid, body in pairs])

@@ -12,12 +12,6 @@ from devstack.servicebus.store import StoredMessage
 MAX_WAIT = 3
 
 
-@pytest.fixture
-def client(connection_string: str):
-    with ServiceBusClient.from_connection_string(connection_string) as sb:
-        yield sb
-
-
 def drain(client: ServiceBusClient, subscription: str) -> list:
     with client.get_subscription_receiver(
         "events", subscription, receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE
