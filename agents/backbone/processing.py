@@ -14,7 +14,7 @@ the partition's pending outbox rows that this process has not published yet are 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Generic, TypeVar
 
@@ -92,8 +92,7 @@ class MessageProcessor:
             return self._run(partition_key, decide, inbox_id)
         with self.counter.scope() as scope:
             outcome = self._run(partition_key, decide, inbox_id)
-        return Outcome(outcome.partition_key, outcome.duplicate, outcome.published,
-                       outcome.result, outcome.dead_letter, scope.count)
+        return replace(outcome, requests=scope.count)
 
     def _run(
         self, partition_key: str, decide: Callable[[UnitOfWork], T], inbox_id: str | None,
