@@ -3,13 +3,14 @@
 import sys
 from collections.abc import Callable
 
-from bench import devstack_bench, eventhubs_bench, orders_bench
+from bench import devstack_bench, eventhubs_bench, orders_bench, ratelimit_bench
 
 # One line per benchmark module: its `main` prints its figures and returns an exit code.
 BENCHMARKS: list[Callable[[], int | None]] = [
     orders_bench.main,
     devstack_bench.main,
     eventhubs_bench.main,
+    ratelimit_bench.main,
 ]
 
 if __name__ == "__main__":
