@@ -61,8 +61,10 @@ LinkHandler (devstack.amqp.node.LinkHandler) - subclass, override what you need
     on_disposition(link, delivery, state)  the client settled an unsettled delivery;
                                       `delivery.context` is what you passed to send. Return
                                       the state to echo if the client waits for one (None
-                                      echoes its own; a `rejected` echo never carries an
-                                      error, as the SDK needs).
+                                      echoes its own, and an echoed `rejected` carries no
+                                      error, as the SDK needs); return `rejected(error)`
+                                      for a settlement that failed (e.g. lock lost): the
+                                      client sees the error, as from the service.
     on_detached(link)                 the link is gone (either side, session end, or the
                                       connection dropped).
 

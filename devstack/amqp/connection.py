@@ -445,10 +445,10 @@ class Session:
                 except Exception:
                     log.exception("node failed on a disposition")
             if not settled:
-                if reply is None:
-                    reply = state
-                if state_code(reply) == REJECTED:
-                    reply = rejected(None)
+                if reply is None or reply is state:
+                    # an echo of the client's own outcome: a dead-letter's `rejected` must
+                    # come back without the client's error, or the SDK reads it as a failure
+                    reply = rejected(None) if state_code(state) == REJECTED else state
                 self.send_disposition(False, delivery_id, reply)
 
     def end(self, error: AmqpError | None = None) -> None:

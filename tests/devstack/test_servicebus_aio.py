@@ -239,6 +239,28 @@ async def test_dropped_connection_is_recovered_and_expired_lock_is_lost(client, 
             await receiver.complete_message(first)
 
 
+async def test_concurrent_late_settles_of_expired_locks_fail_with_lock_lost_and_keep_the_link(
+    client, stack
+):
+    async with client.get_queue_sender("work") as sender:
+        await sender.send_messages([ServiceBusMessage("a"), ServiceBusMessage("b")])
+    entity = stack.servicebus.broker.entity("work")
+    async with client.get_queue_receiver("work") as receiver:
+        first = await receive_exactly(receiver, 2)
+        (link,) = entity.consumers
+        assert await asyncio.to_thread(stack.faults.expire_locks, "work") == 2
+
+        outcomes = await asyncio.gather(*(receiver.complete_message(m) for m in first),
+                                        return_exceptions=True)
+
+        assert [type(o) for o in outcomes] == [MessageLockLostError, MessageLockLostError]
+        again = await receive_exactly(receiver, 2)
+        assert [(str(m), m.delivery_count) for m in again] == [("a", 1), ("b", 1)]
+        await asyncio.gather(*(receiver.complete_message(m) for m in again))
+        assert entity.consumers == [link]
+    assert len(entity) == 0
+
+
 async def test_message_delivered_twice_comes_back_after_completion(client, stack):
     await asyncio.to_thread(stack.faults.deliver_twice, "work")
     async with client.get_queue_sender("work") as sender:
