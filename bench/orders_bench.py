@@ -45,6 +45,7 @@ from agents.backbone import (  # noqa: E402
     OutboxRow,
     RequestCounter,
     SagaEngine,
+    SchemaRegistry,
     UnitOfWork,
     reply_for,
     state_table,
@@ -103,8 +104,8 @@ class CheckThenSetUnitOfWork(UnitOfWork):
     """The baseline's write path: no transaction across state, key and events."""
 
     def __init__(self, table: TableClient, partition_key: str, publisher: CapturingPublisher,
-                 message_id: str) -> None:
-        super().__init__(table, partition_key, inbox_id=None)
+                 message_id: str, schemas: SchemaRegistry) -> None:
+        super().__init__(table, partition_key, inbox_id=None, registry=schemas)
         self._publisher = publisher
         self._message_id = message_id
 
@@ -137,9 +138,10 @@ def _setup(tables: TableServiceClient, name: str, orders: int
                       list[Envelope]]:
     """A fresh table with `orders` started sagas; returns their first step commands."""
     table = state_table(tables, name)
-    engine = SagaEngine(order_saga(timedelta(seconds=30)))
+    schemas = SchemaRegistry()
+    engine = SagaEngine(order_saga(timedelta(seconds=30)), registry=schemas)
     publisher = CapturingPublisher()
-    processor = MessageProcessor(table, OutboxRelay(table, publisher))
+    processor = MessageProcessor(table, OutboxRelay(table, publisher), registry=schemas)
     for _ in range(orders):
         data = _order().saga_data()
 
@@ -183,11 +185,12 @@ def measure_ours(tables: TableServiceClient, counter: RequestCounter, orders: in
 
 def measure_baseline(tables: TableServiceClient, counter: RequestCounter, orders: int
                      ) -> Figures:
-    table, engine, publisher, _, commands = _setup(
+    table, engine, publisher, processor, commands = _setup(
         tables, f"benchbase{uuid.uuid4().hex[:8]}", orders)
 
     def handle(reply: Envelope) -> None:
-        uow = CheckThenSetUnitOfWork(table, str(reply.data["sagaId"]), publisher, reply.id)
+        uow = CheckThenSetUnitOfWork(table, str(reply.data["sagaId"]), publisher, reply.id,
+                                     processor.registry)
         if uow.already_handled():
             return
         engine.handle(reply, uow)

@@ -5,17 +5,19 @@ Imports no `azure.functions`: triggers live in each agent's Blueprint and call i
 Usage sketch (an agent's trigger and handler)::
 
     from agents.backbone import (
-        Envelope, MessageProcessor, OutboxRelay, RequestCounter, ServiceBusPublisher,
-        UnitOfWork, dead_letter, parse_servicebus, registry, settings, state_table,
+        Envelope, MessageProcessor, OutboxRelay, RequestCounter, SchemaRegistry,
+        ServiceBusPublisher, UnitOfWork, dead_letter, parse_servicebus, settings, state_table,
     )
 
-    registry.register("orders.order.placed", {"type": "object", "required": ["orderId"]})
+    # built by the agent's bootstrap() on first use, never at import
+    schemas = SchemaRegistry({"orders.order.placed": {"type": "object", "required": ["orderId"]}})
 
     counter = RequestCounter()
     tables = settings.table_service("STATE_STORAGE", raw_request_hook=counter.hook)
     table = state_table(tables, "orders")
     publisher = ServiceBusPublisher(settings.servicebus_client("ORDERS_SERVICEBUS"))
-    processor = MessageProcessor(table, OutboxRelay(table, publisher), counter=counter)
+    processor = MessageProcessor(table, OutboxRelay(table, publisher), registry=schemas,
+                                 counter=counter)
 
     def place_order(event: Envelope, uow: UnitOfWork) -> None:   # a plain handler
         order = uow.load() or {"status": "new"}                   # remembers the ETag
@@ -26,7 +28,7 @@ Usage sketch (an agent's trigger and handler)::
 
     # in the Service Bus trigger (message actions or an SDK receiver):
     try:
-        event = parse_servicebus(msg.get_body(), msg.application_properties)
+        event = parse_servicebus(msg.get_body(), msg.application_properties, registry=schemas)
         outcome = processor.handle(event, place_order)   # commit, publish (marked later)
     except PoisonMessage as error:                       # InvalidEvent, TransactionTooLarge
         dead_letter(actions, msg, error.reason, error.description)
@@ -35,7 +37,7 @@ Usage sketch (an agent's trigger and handler)::
     # outcome.dead_letter set (saga compensation exhausted) -> dead-letter instead.
 
 Sagas: define `SagaDefinition(name, source, reply_to, alert_destination, steps=(SagaStep(...),))`,
-`engine = SagaEngine(definition)`; start with
+`engine = SagaEngine(definition, registry=schemas)` (adds the saga's types); start with
 `processor.run(saga_id, lambda uow: engine.start(uow, data, cause=event), inbox_id=event.id)`;
 replies and timeouts arriving on `reply_to` go to `processor.handle(event, engine.handle)`.
 Participants answer with `reply_for(command, succeeded=..., source=...)` sent to
@@ -83,7 +85,7 @@ from agents.backbone.saga import (
     reply_destination,
     reply_for,
 )
-from agents.backbone.schemas import SchemaRegistry, registry
+from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.settlement import Settlement, dead_letter, settle
 from agents.backbone.tables import RequestCounter, state_table
 from agents.backbone.unit_of_work import Committed, UnitOfWork, run_unit_of_work
@@ -130,7 +132,6 @@ __all__ = [
     "parse_eventgrid",
     "parse_eventhub",
     "parse_servicebus",
-    "registry",
     "reply_destination",
     "reply_for",
     "run_unit_of_work",

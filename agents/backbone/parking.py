@@ -19,7 +19,6 @@ from agents.backbone.errors import BackboneError
 from agents.backbone.outbox import OutboxRow
 from agents.backbone.publishers import Publisher
 from agents.backbone.schemas import SchemaRegistry
-from agents.backbone.schemas import registry as default_registry
 
 PARKED = "backbone.poison.parked"
 _NAMESPACE = uuid.UUID("6f1d3a52-8c1e-4f7e-9a51-5b0e7c2d9e10")
@@ -41,9 +40,6 @@ PARKED_SCHEMA: dict[str, Any] = {
 
 def register_parking(registry: SchemaRegistry) -> None:
     registry.register(PARKED, PARKED_SCHEMA)
-
-
-register_parking(default_registry)
 
 
 def parked_event(

@@ -59,7 +59,7 @@ class MessageProcessor:
         table: TableClient,
         relay: OutboxRelay,
         *,
-        registry: SchemaRegistry | None = None,
+        registry: SchemaRegistry,
         attempts: int = 6,
         counter: RequestCounter | None = None,
         now: Callable[[], datetime] | None = None,

@@ -27,7 +27,6 @@ from azure.data.tables import TableClient
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import InvalidEvent, map_storage_error
 from agents.backbone.schemas import SchemaRegistry
-from agents.backbone.schemas import registry as default_registry
 from agents.backbone.tables import LOG_PREFIX, STATE_ROW, table_key
 from agents.backbone.unit_of_work import UnitOfWork
 
@@ -147,18 +146,17 @@ class SagaEngine:
     """Drives one `SagaDefinition`. Its methods are handlers run in a `UnitOfWork` whose
     partition is the saga id (`MessageProcessor.handle` routes replies by `partitionkey`)."""
 
-    def __init__(self, definition: SagaDefinition, *, registry: SchemaRegistry | None = None):
+    def __init__(self, definition: SagaDefinition, *, registry: SchemaRegistry):
         if not definition.steps:
             raise ValueError(f"saga {definition.name} has no steps")
         self.definition = definition
-        chosen = registry or default_registry
-        chosen.register(REPLY, REPLY_SCHEMA)
-        chosen.register(TIMEOUT, TIMEOUT_SCHEMA)
-        chosen.register(ALERT, ALERT_SCHEMA)
+        registry.register(REPLY, REPLY_SCHEMA)
+        registry.register(TIMEOUT, TIMEOUT_SCHEMA)
+        registry.register(ALERT, ALERT_SCHEMA)
         for step in definition.steps:
-            chosen.register(step.action, command_schema(step.payload_schema))
+            registry.register(step.action, command_schema(step.payload_schema))
             if step.compensation is not None:
-                chosen.register(step.compensation, command_schema(None))
+                registry.register(step.compensation, command_schema(None))
 
     def start(self, uow: UnitOfWork, data: Mapping[str, Any], *, cause: Envelope | None = None
               ) -> bool:

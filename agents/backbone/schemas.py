@@ -1,10 +1,12 @@
 """JSON Schemas per event type: the gate that keeps invalid input away from agents.
 
-Agents register the schema of each event type's `data` at import time::
+Each agent builds its own registry when it is composed (never at import), from the contracts
+it publishes and consumes (`agents/contracts/`) plus its saga's commands::
 
-    registry.register("orders.order.placed", {"type": "object", "required": ["orderId"], ...})
+    schemas = SchemaRegistry({"orders.order.placed": {"type": "object", "required": [...]}})
+    schemas.register("orders.stock.reserve", {...})
 
-`registry.parse(obj)` checks the CloudEvents envelope, then the type's data schema, and
+`schemas.parse(obj)` checks the CloudEvents envelope, then the type's data schema, and
 returns an `Envelope`; anything wrong raises `InvalidEvent` with the reason and the path.
 """
 
@@ -48,12 +50,15 @@ ENVELOPE_SCHEMA: dict[str, Any] = {
 class SchemaRegistry:
     """Event type -> validator for its `data`. Thread-safe; registration is idempotent."""
 
-    def __init__(self) -> None:
+    def __init__(self, schemas: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """`schemas`: event type -> schema of its `data`, registered at once."""
         self._lock = threading.Lock()
         self._validators: dict[str, Draft202012Validator] = {}
         self._envelope = Draft202012Validator(
             ENVELOPE_SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER
         )
+        for event_type, data_schema in (schemas or {}).items():
+            self.register(event_type, data_schema)
 
     def register(self, event_type: str, data_schema: Mapping[str, Any]) -> None:
         """Add (or replace) the schema of `data` for `event_type`; a broken schema raises."""
@@ -65,9 +70,6 @@ class SchemaRegistry:
             self._validators[event_type] = Draft202012Validator(
                 dict(data_schema), format_checker=Draft202012Validator.FORMAT_CHECKER
             )
-
-    def knows(self, event_type: str) -> bool:
-        return event_type in self._validators
 
     def types(self) -> list[str]:
         return sorted(self._validators)
@@ -100,7 +102,3 @@ def _raise_first(validator: Draft202012Validator, value: object, reason: str, wh
     if error is not None:
         path = "/".join(str(part) for part in error.absolute_path) or "(root)"
         raise InvalidEvent(f"{what} invalid at {path}: {error.message}", reason=reason)
-
-
-registry = SchemaRegistry()
-"""The process-wide registry agents add their event types to."""

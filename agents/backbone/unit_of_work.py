@@ -32,7 +32,6 @@ from agents.backbone.envelope import Envelope
 from agents.backbone.errors import ConcurrencyConflict, TransactionTooLarge, map_storage_error
 from agents.backbone.outbox import OutboxRow, mark_operation
 from agents.backbone.schemas import SchemaRegistry
-from agents.backbone.schemas import registry as default_registry
 from agents.backbone.tables import STATE_ROW, inbox_row, table_key
 
 MAX_ENTITIES = 100
@@ -83,7 +82,7 @@ class UnitOfWork:
         partition_key: str,
         *,
         inbox_id: str | None,
-        registry: SchemaRegistry | None = None,
+        registry: SchemaRegistry,
         now: Callable[[], datetime] | None = None,
         marks: Sequence[OutboxRow] = (),
     ) -> None:
@@ -93,7 +92,7 @@ class UnitOfWork:
         self.partition_key = partition_key
         self.table_partition = table_key(partition_key)
         self.inbox_id = inbox_id
-        self._registry = registry or default_registry
+        self._registry = registry
         self._now = now or (lambda: datetime.now(UTC))
         self._loaded: dict[str, _Loaded] = {}
         self._saved: dict[str, dict[str, Any]] = {}
@@ -297,7 +296,7 @@ def run_unit_of_work(
     *,
     inbox_id: str | None,
     attempts: int = 6,
-    registry: SchemaRegistry | None = None,
+    registry: SchemaRegistry,
     now: Callable[[], datetime] | None = None,
     marks: Sequence[OutboxRow] = (),
 ) -> Committed[T]:

@@ -20,7 +20,6 @@ from azure.core.messaging import CloudEvent
 from agents.backbone.envelope import Envelope, format_time
 from agents.backbone.errors import InvalidEvent
 from agents.backbone.schemas import SchemaRegistry
-from agents.backbone.schemas import registry as default_registry
 
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 PROPERTY_PREFIXES = ("cloudEvents_", "cloudEvents:")
@@ -39,40 +38,39 @@ def parse_servicebus(
     body: bytes | str | Sequence[bytes],
     properties: Mapping[Any, Any] | None = None,
     *,
-    registry: SchemaRegistry | None = None,
+    registry: SchemaRegistry,
 ) -> Envelope:
     """A Service Bus message body (+ application properties) to a validated `Envelope`.
 
     Works with `func.ServiceBusMessage.get_body()` / `.application_properties` and with the
     SDK's `ServiceBusReceivedMessage` (`b"".join(msg.body)`, `msg.application_properties`).
     """
-    return _parse_amqp(body, properties, registry or default_registry)
+    return _parse_amqp(body, properties, registry)
 
 
 def parse_eventhub(
     body: bytes | str | Sequence[bytes],
     properties: Mapping[Any, Any] | None = None,
     *,
-    registry: SchemaRegistry | None = None,
+    registry: SchemaRegistry,
 ) -> Envelope:
     """An Event Hubs event body (+ its properties) to a validated `Envelope`."""
-    return _parse_amqp(body, properties, registry or default_registry)
+    return _parse_amqp(body, properties, registry)
 
 
 def parse_eventgrid(
     payload: bytes | str | Mapping[str, Any] | Sequence[Mapping[str, Any]],
     *,
-    registry: SchemaRegistry | None = None,
+    registry: SchemaRegistry,
 ) -> list[Envelope]:
     """An Event Grid CloudEvents delivery (one event or a batch array) to `Envelope`s.
 
     `data_base64` is decoded as UTF-8 JSON. One invalid event invalidates the delivery,
     so Event Grid retries and then dead-letters it as a whole.
     """
-    chosen = registry or default_registry
     value: object = _load_json(payload) if isinstance(payload, bytes | str) else payload
     events = list(value) if isinstance(value, Sequence) else [value]
-    return [chosen.parse(_inline_base64(event)) for event in events]
+    return [registry.parse(_inline_base64(event)) for event in events]
 
 
 def to_cloudevent(envelope: Envelope) -> CloudEvent[dict[str, Any]]:

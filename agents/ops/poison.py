@@ -19,9 +19,9 @@ from typing import Any
 from azure.eventhub import EventData
 from azure.servicebus import ServiceBusReceivedMessage
 
-from agents.backbone import parse_servicebus
+from agents.backbone import SchemaRegistry, parse_servicebus
 from agents.backbone.errors import InvalidEvent
-from agents.backbone.parking import PARKED
+from agents.backbone.parking import PARKED, PARKED_SCHEMA
 from agents.ops.config import Catalogue, OpsError, ServiceBusEntity, setting_for
 from agents.ops.connections import Connections
 from agents.ops.deadletters import REPLAY_COUNT, REPLAYED_FROM, ReplayResult, decode_body
@@ -55,7 +55,8 @@ class ParkedEvent:
         stray message does not hide the others) and never replayed."""
         raw = b"".join(message.body)
         try:
-            envelope = parse_servicebus(raw, message.application_properties)
+            envelope = parse_servicebus(raw, message.application_properties,
+                                        registry=SchemaRegistry({PARKED: PARKED_SCHEMA}))
             if envelope.type != PARKED:
                 raise InvalidEvent(f"type {envelope.type!r}, not {PARKED!r}")
         except InvalidEvent as error:

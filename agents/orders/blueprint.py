@@ -129,7 +129,8 @@ def _consume(message: func.ServiceBusMessage, handle: Callable[[Envelope], objec
     """Parse and handle; returning lets the host complete the message (after dispatch),
     raising makes it abandon the message for redelivery."""
     try:
-        event = parse_servicebus(message.get_body(), message.application_properties)
+        event = parse_servicebus(message.get_body(), message.application_properties,
+                                 registry=bootstrap.current().schemas)
         handle(event)
     except PoisonMessage as error:
         log.error("poison message %s: %s: %s", message.message_id, error.reason,

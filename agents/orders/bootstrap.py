@@ -24,10 +24,11 @@ from agents.backbone.publishers import (
     ServiceBusPublisher,
 )
 from agents.backbone.saga import SagaEngine
-from agents.backbone.schemas import registry
+from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.tables import RequestCounter, state_table
+from agents.contracts import fraud, orders
 from agents.orders import entities
-from agents.orders.handlers import OrdersContext, register_event_types
+from agents.orders.handlers import OrdersContext
 from agents.orders.model import Service, order_saga
 from agents.orders.simulators import Switchboard
 
@@ -52,15 +53,19 @@ def build(
     """`table_prefix` keeps several stacks (tests, the demo) apart in one storage account;
     `now` is the clock deadlines are scheduled by (a test broker's clock it can advance)."""
 
+    # What orders publishes and consumes; the saga engine adds its commands and replies.
+    schemas = SchemaRegistry({**orders.SCHEMAS, **fraud.SCHEMAS})
+
     def processor(name: str) -> MessageProcessor:
         table = state_table(tables, table_prefix + name)
-        return MessageProcessor(table, OutboxRelay(table, publisher, now=now), counter=counter,
-                                now=now)
+        return MessageProcessor(table, OutboxRelay(table, publisher, now=now), registry=schemas,
+                                counter=counter, now=now)
 
-    register_event_types(registry)
     return OrdersContext(
+        schemas=schemas,
         sagas=processor(SAGAS_TABLE),
-        engine=SagaEngine(order_saga(step_timeout, compensation_backoff=compensation_backoff)),
+        engine=SagaEngine(order_saga(step_timeout, compensation_backoff=compensation_backoff),
+                          registry=schemas),
         ledgers={service: processor(name) for service, name in LEDGER_TABLES.items()},
         switchboard=Switchboard(state_table(tables, table_prefix + SWITCHES_TABLE)),
     )

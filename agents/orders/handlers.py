@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, Final
+from typing import Any
 
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import InvalidEvent, PoisonMessage, PublishFailed
@@ -20,39 +20,12 @@ from agents.backbone.saga import REPLY, TIMEOUT, SagaEngine, SagaView, reply_des
 from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.tables import LOG_PREFIX, prefix_filter, table_key
 from agents.backbone.unit_of_work import UnitOfWork
+from agents.contracts import fraud, orders
 from agents.orders import entities
 from agents.orders.model import ACTION_OF_TYPE, SERVICE_OF_ACTION, SOURCE, Action, Order, Service
 from agents.orders.simulators import Answer, Switchboard, answer, scopes
 
 log = logging.getLogger(__name__)
-
-# Raised by the fraud agent on the fraud-alerts topic; the orders subscription receives it.
-FRAUD_ALERT_TYPE: Final = "fraud.alert.raised"
-FRAUD_ALERT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["orderId"],
-    "properties": {"orderId": {"type": "string", "minLength": 1},
-                   "reason": {"type": "string"}},
-}
-
-
-# Published by the payment gateway for every charge: the payment stream fraud scores.
-PAYMENT_CHARGED_TYPE: Final = "orders.payment.charged"
-PAYMENT_CHARGED_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["orderId", "chargeId", "customerId", "card", "amountCents"],
-    "properties": {"orderId": {"type": "string"}, "chargeId": {"type": "string"},
-                   "customerId": {"type": "string"}, "card": {"type": "string"},
-                   "amountCents": {"type": "integer", "minimum": 0}},
-}
-
-
-def register_event_types(registry: SchemaRegistry) -> None:
-    """The saga engine registers its own command/reply types; orders adds the rest."""
-    registry.register(PAYMENT_CHARGED_TYPE, PAYMENT_CHARGED_SCHEMA)
-    if not registry.knows(FRAUD_ALERT_TYPE):
-        registry.register(FRAUD_ALERT_TYPE, FRAUD_ALERT_SCHEMA)
-
 
 @dataclass(frozen=True)
 class OrdersContext:
@@ -62,6 +35,7 @@ class OrdersContext:
     and relays the outbox before the trigger settles the message.
     """
 
+    schemas: SchemaRegistry
     sagas: MessageProcessor
     engine: SagaEngine
     ledgers: dict[Service, MessageProcessor]
@@ -135,7 +109,7 @@ def handle_saga_event(event: Envelope, context: OrdersContext) -> Outcome[Any]:
     if event.type in (REPLY, TIMEOUT):
         return context.sagas.handle(event, context.engine.handle,
                                     partition_key=str(event.data["sagaId"]))
-    if event.type == FRAUD_ALERT_TYPE:
+    if event.type == fraud.ALERT_RAISED:
         return context.sagas.handle(event, partial(_abort_for_fraud, engine=context.engine),
                                     partition_key=str(event.data["orderId"]))
     raise InvalidEvent(f"the order saga does not handle {event.type}", reason="UnexpectedType")
@@ -199,8 +173,8 @@ def _announce_charge(command: Envelope, uow: UnitOfWork) -> None:
     payload = command.data["payload"]
     uow.emit(
         command.follow(
-            PAYMENT_CHARGED_TYPE,
-            {key: payload[key] for key in PAYMENT_CHARGED_SCHEMA["required"]},
+            orders.PAYMENT_CHARGED,
+            {key: payload[key] for key in orders.PAYMENT_CHARGED_SCHEMA["required"]},
             source=f"{SOURCE}/simulators/payments", subject=payload["orderId"],
             partitionkey=payload["card"]),
         destination=entities.PAYMENTS_HUB,

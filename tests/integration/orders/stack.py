@@ -17,8 +17,9 @@ from azure.servicebus import ServiceBusMessage
 
 from agents.backbone import Envelope, Publisher
 from agents.backbone.wire import CLOUDEVENTS_CONTENT_TYPE, application_properties, encode_body
+from agents.contracts import fraud
 from agents.orders import bootstrap, entities
-from agents.orders.handlers import FRAUD_ALERT_TYPE, OrdersContext
+from agents.orders.handlers import OrdersContext
 from agents.orders.model import Service
 from agents.orders.simulators import Mode, Switch
 from tests.integration.backbone.broker import BrokerPublisher, InMemoryBroker
@@ -76,8 +77,8 @@ class OrdersStack:
 
     def raise_fraud_alert(self, order_id: str, reason: str) -> None:
         self.send(entities.FRAUD_ALERTS_TOPIC, Envelope.new(
-            FRAUD_ALERT_TYPE, {"orderId": order_id, "reason": reason},
-            source="/agents/fraud", subject=order_id))
+            fraud.ALERT_RAISED, {"orderId": order_id, "reason": reason},
+            source=fraud.SOURCE, subject=order_id))
 
     def snapshot(self) -> dict[tuple[str, str, str], dict[str, Any]]:
         """Every row of every orders table: compare two to prove nothing was written."""

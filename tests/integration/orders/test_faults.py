@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 
-from agents.backbone import Envelope, OutboxRow, PublishFailed, SagaEngine, UnitOfWork
+from agents.backbone import (
+    Envelope,
+    OutboxRow,
+    PublishFailed,
+    SagaEngine,
+    SchemaRegistry,
+    UnitOfWork,
+)
 from agents.orders import blueprint, bootstrap, entities
 from agents.orders.model import Service
 from agents.orders.simulators import Mode
@@ -51,8 +58,8 @@ class RacingEngine(SagaEngine):
     """Holds the first two saga decisions at a barrier after loading the saga, so both read
     the same ETag and exactly one commit can win."""
 
-    def __init__(self, engine: SagaEngine) -> None:
-        super().__init__(engine.definition)
+    def __init__(self, engine: SagaEngine, schemas: SchemaRegistry) -> None:
+        super().__init__(engine.definition, registry=schemas)
         self.barrier = threading.Barrier(2, timeout=30)
         self.decisions = 0
         self._lock = threading.Lock()
@@ -76,7 +83,7 @@ class RacingEngine(SagaEngine):
 
 def test_two_handlers_racing_on_one_saga_one_wins_the_other_retries_on_412(
         stack: OrdersStack) -> None:
-    racing = RacingEngine(stack.context.engine)
+    racing = RacingEngine(stack.context.engine, stack.context.schemas)
     bootstrap.configure(replace(stack.context, engine=racing))
     order_id = stack.place(order_body())["orderId"]
     assert stack.host.deliver_one(entities.INVENTORY_QUEUE) is not None

@@ -23,8 +23,8 @@ from azure.servicebus.aio import ServiceBusClient
 
 from agents.backbone import Envelope
 from agents.backbone.wire import CLOUDEVENTS_CONTENT_TYPE, encode_body
+from agents.contracts import fraud
 from agents.orders import bootstrap, entities
-from agents.orders.handlers import FRAUD_ALERT_TYPE
 from devstack.azurite import Azurite
 from devstack.host import FunctionsHost
 from devstack.server import DevStack
@@ -226,8 +226,8 @@ async def test_a_fraud_alert_on_the_topic_compensates_a_running_order(
         return True if order["step"] == "ship_order" else None
 
     await eventually(shipping)
-    alert = Envelope.new(FRAUD_ALERT_TYPE, {"orderId": order_id, "reason": "velocity"},
-                         source="/agents/fraud", subject=order_id)
+    alert = Envelope.new(fraud.ALERT_RAISED, {"orderId": order_id, "reason": "velocity"},
+                         source=fraud.SOURCE, subject=order_id)
     async with ServiceBusClient.from_connection_string(devstack.connection_string) as client, \
             client.get_topic_sender(entities.FRAUD_ALERTS_TOPIC) as sender:
         await sender.send_messages(ServiceBusMessage(

@@ -23,6 +23,11 @@ def event(**overrides):
     return {**base, **overrides}
 
 
+def test_a_registry_knows_the_schemas_it_was_built_with_and_no_others():
+    assert SchemaRegistry({"orders.order.placed": PLACED}).types() == ["orders.order.placed"]
+    assert SchemaRegistry().types() == []
+
+
 def test_a_valid_event_parses_to_an_envelope(schemas):
     parsed = schemas.parse(event())
     assert isinstance(parsed, Envelope) and parsed.data == {"orderId": "o1"}
