@@ -104,8 +104,9 @@ class StoredMessage:
         } if message.annotations else _NO_ANNOTATIONS
         ttl = message.header_field("ttl")
         group_id = props[10]
+        bare = message.bare if props[0] is not None else _with_message_id(message.bare, props)
         return cls(
-            bare=message.bare,
+            bare=bare,
             annotations=annotations,
             session_id=str(group_id) if group_id is not None else None,
             ttl_ms=ttl,
@@ -164,6 +165,16 @@ class StoredMessage:
 
     def system_properties(self) -> list[Any]:
         return Message(self.bare).properties
+
+
+def _with_message_id(bare: bytes, props: list[Any]) -> bytes:
+    """The bare message with a broker-assigned MessageId, as the service assigns one to a
+    message sent without: a GUID as 32 hex digits."""
+    fields = list(props)
+    fields[0] = uuid.uuid4().hex
+    if fields[11] is not None:
+        fields[11] = UInt(fields[11])  # group-sequence is a uint; decoding gave a plain int
+    return replace_sections(bare, properties=fields)
 
 
 def _split(bare: bytes) -> list[tuple[int, bytes]]:

@@ -12,6 +12,7 @@ from azure.servicebus import (
     ServiceBusReceiveMode,
     ServiceBusSubQueue,
 )
+from azure.servicebus.amqp import AmqpAnnotatedMessage
 
 MAX_WAIT = 5
 
@@ -40,6 +41,31 @@ def test_single_list_and_batch_sends_all_arrive_in_order(client):
     got = receive(client, "work", 5, receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE)
     assert [str(m) for m in got] == ["one", "two", "three", "four", "five"]
     assert [m.sequence_number for m in got] == sorted(m.sequence_number for m in got)
+
+
+def bare(body: str, **annotations: object) -> AmqpAnnotatedMessage:
+    """A message with no MessageId (a ServiceBusMessage would get one from the SDK, and so
+    would schedule_messages, so the scheduled one is sent with its enqueue time)."""
+    return AmqpAnnotatedMessage(data_body=body.encode(), annotations=annotations or None)
+
+
+def test_messages_sent_without_a_message_id_get_one_from_the_broker(client):
+    due = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=0.5)
+    with client.get_queue_sender("work") as sender:
+        sender.send_messages(bare("scheduled", **{"x-opt-scheduled-enqueue-time": due}))
+        sender.send_messages(bare("single"))
+        batch = sender.create_message_batch()
+        batch.add_message(bare("batched"))
+        batch.add_message(bare("batched too"))
+        sender.send_messages(batch)
+        sender.send_messages(ServiceBusMessage("chosen", message_id="mine"))
+    got = receive(client, "work", 5, receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE)
+    ids = {str(m): m.message_id for m in got}
+    assert [str(m) for m in got if m.scheduled_enqueue_time_utc] == ["scheduled"]
+    assert ids.pop("chosen") == "mine"
+    assert sorted(ids) == ["batched", "batched too", "scheduled", "single"]
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids.values()), ids
+    assert len(set(ids.values())) == 4
 
 
 def test_completed_message_is_gone(client):
