@@ -1,16 +1,31 @@
 """A saga engine: declarative steps, each a command through the outbox and a compensation.
 
 State and step log live in the agent's table, partition = saga id, beside the saga's inbox
-markers and outbox rows, so every transition is one transaction. Replies are correlated by
-(saga id, step, phase, attempt): a repeated or late reply changes nothing. A failed step
-compensates the completed steps in reverse order; a timed-out step is compensated too (it
-may have taken effect). Compensations are retried (scheduled, with backoff) until they
-succeed; after the budget an alert event goes out and the message is dead-lettered; the
-remaining compensations still run and the saga ends `failed`. Step
-deadlines are scheduled timeout messages; a late timeout is ignored.
+markers and outbox rows, so every transition is one transaction.
+
+Each step declares its kind (the standard saga vocabulary): *compensable* steps come first and
+can be undone; the *pivot* is the point of no return; *retriable* steps follow it and are
+never undone. A step that refuses (a failure reply) took no effect: the saga compensates the
+steps before it in reverse order, whatever the kind. A step whose deadline passes is *in
+doubt*, not failed: a compensable one is compensated too (compensations are idempotent and
+harmless if the action never happened); a pivot or retriable one gets the same idempotent
+command again (same step, next attempt, bounded backoff) until it answers, and is never
+compensated (an alert goes out after `in_doubt_alert_after` attempts; the re-sends go on).
+An abort from outside compensates only while the step in flight is compensable; past the pivot
+it is recorded and refused.
+
+Replies are matched to the step and phase they answer: a reply for any attempt of an action in
+flight decides it, a success for any attempt of a compensation ends it; a step's phase is
+decided once, so a repeated or late reply or timeout changes nothing. The one exception is
+recorded, not acted on: a late reply to an action the saga stopped waiting for (its deadline
+passed, or an abort) is written to the step log. Compensations are retried (scheduled, with
+backoff) until they succeed; after the budget an alert event goes out and the message is
+dead-lettered; the remaining compensations still run and the saga ends `failed`. Step
+deadlines are scheduled timeout messages; only the latest attempt's deadline counts.
 
 Participants (the services the commands go to) answer with `reply_for(command, ...)` sent
-to `reply_destination(command)`, and must make compensations idempotent per (saga, step).
+to `reply_destination(command)`, and must make actions and compensations idempotent per
+(saga, step): the same command may arrive once per attempt.
 """
 
 from __future__ import annotations
@@ -19,6 +34,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
@@ -34,14 +50,53 @@ REPLY = "backbone.saga.reply"
 TIMEOUT = "backbone.saga.timeout"
 ALERT = "backbone.saga.alert"
 
-RUNNING, COMPENSATING = "running", "compensating"
-COMPLETED, COMPENSATED, FAILED = "completed", "compensated", "failed"
-TERMINAL = frozenset({COMPLETED, COMPENSATED, FAILED})
+
+class StepKind(StrEnum):
+    """What a missed deadline means for the step (see the module docstring)."""
+
+    COMPENSABLE = "compensable"
+    PIVOT = "pivot"
+    RETRIABLE = "retriable"
+
+
+class SagaStatus(StrEnum):
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    COMPLETED = "completed"
+    COMPENSATED = "compensated"
+    FAILED = "failed"
+
+
+TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED})
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    STARTED = "started"
+    IN_DOUBT = "in_doubt"
+    """A pivot or retriable step past its deadline: its command is being sent again."""
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    ABORTED = "aborted"
+    COMPENSATING = "compensating"
+    COMPENSATED = "compensated"
+    COMPENSATION_FAILED = "compensation_failed"
+
+
+IN_FLIGHT = frozenset({StepStatus.STARTED, StepStatus.IN_DOUBT, StepStatus.COMPENSATING})
+_AWAITING_ACTION = frozenset({StepStatus.STARTED, StepStatus.IN_DOUBT})
+
+
+class Phase(StrEnum):
+    ACTION = "action"
+    COMPENSATION = "compensation"
+
 
 _CORRELATION = {
     "sagaId": {"type": "string", "minLength": 1},
     "step": {"type": "string", "minLength": 1},
-    "phase": {"enum": ["action", "compensation"]},
+    "phase": {"enum": [phase.value for phase in Phase]},
     "attempt": {"type": "integer", "minimum": 1},
 }
 REPLY_SCHEMA: dict[str, Any] = {
@@ -74,21 +129,29 @@ def command_schema(payload_schema: Mapping[str, Any] | None) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class SagaStep:
-    """One step: send `action` to `destination`; undo with `compensation` (None: nothing to
-    undo). `payload` builds the command data from the saga data and earlier step results."""
+    """One step: send `action` to `destination`. A compensable step is undone with
+    `compensation` (None: nothing to undo); a pivot or retriable step has none.
+    `payload` builds the command data from the saga data and earlier step results."""
 
     name: str
     action: str
     destination: str
+    kind: StepKind = field(kw_only=True)
     compensation: str | None = None
     timeout: timedelta | None = None
     payload: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
     payload_schema: Mapping[str, Any] | None = None
 
+    def __post_init__(self) -> None:
+        if self.kind is not StepKind.COMPENSABLE and self.compensation is not None:
+            raise ValueError(f"step {self.name} is {self.kind}: past the point of no return "
+                             "it is never compensated, so it cannot name a compensation")
+
 
 @dataclass(frozen=True)
 class SagaDefinition:
-    """The declarative saga: ordered steps, where replies/timeouts arrive, where alerts go."""
+    """The declarative saga: ordered steps (compensable ones, at most one pivot, then
+    retriable ones), where replies/timeouts arrive, where alerts go."""
 
     name: str
     source: str
@@ -98,6 +161,16 @@ class SagaDefinition:
     compensation_attempts: int = 5
     compensation_backoff: timedelta = timedelta(seconds=2)
     compensation_backoff_max: timedelta = timedelta(minutes=5)
+    in_doubt_backoff: timedelta = timedelta(seconds=2)
+    in_doubt_backoff_max: timedelta = timedelta(minutes=1)
+    in_doubt_alert_after: int = 5
+
+    def __post_init__(self) -> None:
+        order = [StepKind.COMPENSABLE, StepKind.PIVOT, StepKind.RETRIABLE]
+        ranks = [order.index(step.kind) for step in self.steps]
+        if ranks != sorted(ranks) or ranks.count(order.index(StepKind.PIVOT)) > 1:
+            raise ValueError(f"saga {self.name}: steps must be compensable, then at most one "
+                             f"pivot, then retriable; got {[s.kind.value for s in self.steps]}")
 
     def step(self, name: str) -> SagaStep:
         for step in self.steps:
@@ -111,7 +184,7 @@ class SagaView:
     """A read-only look at one saga's state (for APIs, ops and tests)."""
 
     saga_id: str
-    status: str
+    status: SagaStatus
     data: dict[str, Any]
     steps: dict[str, dict[str, Any]]
     results: dict[str, Any]
@@ -142,6 +215,11 @@ def reply_destination(command: Envelope) -> str:
     return str(command.data["replyTo"])
 
 
+def _backoff(first: timedelta, most: timedelta, attempt: int) -> timedelta:
+    # The doubling stops at 2**30: in-doubt re-sends never stop, timedelta would overflow.
+    return min(first * (1 << min(attempt - 1, 30)), most)
+
+
 class SagaEngine:
     """Drives one `SagaDefinition`. Its methods are handlers run in a `UnitOfWork` whose
     partition is the saga id (`MessageProcessor.handle` routes replies by `partitionkey`)."""
@@ -164,10 +242,11 @@ class SagaEngine:
         if uow.load() is not None:
             return False
         state: dict[str, Any] = {
-            "saga": self.definition.name, "sagaId": uow.partition_key, "status": RUNNING,
-            "data": dict(data), "results": {}, "failure": None, "logSeq": 0,
-            "compensationQueue": [],
-            "steps": {s.name: {"status": "pending", "attempt": 0, "compensationAttempt": 0}
+            "saga": self.definition.name, "sagaId": uow.partition_key,
+            "status": SagaStatus.RUNNING, "data": dict(data), "results": {}, "failure": None,
+            "logSeq": 0, "compensationQueue": [],
+            "steps": {s.name: {"status": StepStatus.PENDING, "attempt": 0,
+                               "compensationAttempt": 0, "answered": False}
                       for s in self.definition.steps},
         }
         origin = cause or Envelope.new(
@@ -176,7 +255,7 @@ class SagaEngine:
             partitionkey=uow.partition_key,
         )
         self._log(uow, state, "-", "saga", "started")
-        self._send_action(uow, state, self.definition.steps[0], origin)
+        self._send_action(uow, state, self.definition.steps[0], origin, delay=None)
         uow.save(state)
         return True
 
@@ -189,9 +268,8 @@ class SagaEngine:
         if state is None:
             return "ignored: unknown saga"
         data = event.data
-        step, phase, attempt = str(data["step"]), str(data["phase"]), int(data["attempt"])
-        entry = state["steps"].get(step)
-        if entry is None:
+        step, phase, attempt = str(data["step"]), Phase(data["phase"]), int(data["attempt"])
+        if step not in state["steps"]:
             return f"ignored: unknown step {step}"
         if event.type == REPLY:
             outcome = self._on_reply(uow, state, event, step, phase, attempt)
@@ -203,15 +281,23 @@ class SagaEngine:
 
     def abort(self, uow: UnitOfWork, reason: str, *, cause: Envelope) -> bool:
         """Stop a running saga from outside (e.g. a fraud alert) and compensate; the step in
-        flight is compensated too. False if the saga is not running."""
+        flight is compensated too. Past the pivot (a pivot or retriable step in flight) the
+        saga only goes forward: the abort is logged and refused. False if not aborted."""
         state = uow.load()
-        if state is None or state["status"] != RUNNING:
+        if state is None or state["status"] != SagaStatus.RUNNING:
             return False
-        in_flight = [n for n, e in state["steps"].items() if e["status"] == "started"]
+        in_flight = [n for n, e in state["steps"].items() if e["status"] in _AWAITING_ACTION]
+        forward = [n for n in in_flight
+                   if self.definition.step(n).kind is not StepKind.COMPENSABLE]
+        if forward:
+            self._log(uow, state, forward[0], Phase.ACTION,
+                      f"abort refused: {reason} (past the point of no return)")
+            uow.save(state)
+            return False
         for name in in_flight:
-            state["steps"][name]["status"] = "aborted"
+            state["steps"][name]["status"] = StepStatus.ABORTED
         state["failure"] = {"step": in_flight[0] if in_flight else "-", "reason": reason}
-        self._log(uow, state, state["failure"]["step"], "action", f"aborted: {reason}")
+        self._log(uow, state, state["failure"]["step"], Phase.ACTION, f"aborted: {reason}")
         self._begin_compensation(uow, state, cause, include=in_flight)
         uow.save(state)
         return True
@@ -230,69 +316,100 @@ class SagaEngine:
         except AzureError as error:
             raise map_storage_error(error) from error
         state = json.loads(entity["state"])
+        steps = {name: {**entry, "status": StepStatus(entry["status"])}
+                 for name, entry in state["steps"].items()}
         return SagaView(
-            saga_id=saga_id, status=state["status"], data=state["data"], steps=state["steps"],
-            results=state["results"], failure=state["failure"],
+            saga_id=saga_id, status=SagaStatus(state["status"]), data=state["data"],
+            steps=steps, results=state["results"], failure=state["failure"],
             log=[{"step": e["Step"], "phase": e["Phase"], "what": e["What"], "at": e["At"]}
                  for e in sorted(logs, key=lambda e: str(e["RowKey"]))],
         )
 
     def _on_reply(self, uow: UnitOfWork, state: dict[str, Any], event: Envelope, step: str,
-                  phase: str, attempt: int) -> str:
+                  phase: Phase, attempt: int) -> str:
         entry = state["steps"][step]
+        status = StepStatus(entry["status"])
         succeeded = bool(event.data["succeeded"])
-        if phase == "action":
-            if state["status"] != RUNNING or entry["status"] != "started" \
-                    or entry["attempt"] != attempt:
+        reason = event.data.get("reason") or "failed"
+        if phase is Phase.ACTION:
+            # Sagas stored before `answered` existed: a decided status means it was answered.
+            answered = entry.get("answered", status in (StepStatus.SUCCEEDED, StepStatus.FAILED))
+            if attempt > entry["attempt"] or answered:
                 return f"ignored: late or repeated {step} reply"
+            entry["answered"] = True
+            if status not in _AWAITING_ACTION or state["status"] != SagaStatus.RUNNING:
+                # The saga stopped waiting (deadline or abort): the answer is history only.
+                answer = "succeeded" if succeeded else f"failed: {reason}"
+                self._log(uow, state, step, phase,
+                          f"late reply recorded: attempt {attempt} {answer}")
+                return f"{step} late reply recorded"
             if succeeded:
-                entry["status"] = "succeeded"
+                entry["status"] = StepStatus.SUCCEEDED
                 state["results"][step] = event.data.get("result")
                 self._log(uow, state, step, phase, "succeeded")
                 self._advance(uow, state, step, event)
                 return f"{step} succeeded"
-            entry["status"] = "failed"
-            state["failure"] = {"step": step, "reason": event.data.get("reason") or "failed"}
-            self._log(uow, state, step, phase, f"failed: {state['failure']['reason']}")
+            entry["status"] = StepStatus.FAILED
+            state["failure"] = {"step": step, "reason": reason}
+            self._log(uow, state, step, phase, f"failed: {reason}")
             self._begin_compensation(uow, state, event, include=[])
             return f"{step} failed"
-        if state["status"] != COMPENSATING or entry["status"] != "compensating" \
-                or entry["compensationAttempt"] != attempt:
+        if status is not StepStatus.COMPENSATING or attempt > entry["compensationAttempt"]:
             return f"ignored: late or repeated {step} compensation reply"
         if succeeded:
-            entry["status"] = "compensated"
+            entry["status"] = StepStatus.COMPENSATED
             self._log(uow, state, step, phase, "compensated")
             self._next_compensation(uow, state, event)
             return f"{step} compensated"
-        return self._compensation_failed(uow, state, event, step,
-                                         event.data.get("reason") or "failed")
+        if attempt < entry["compensationAttempt"]:
+            return f"ignored: {step} compensation attempt {attempt} failed, a later one is out"
+        return self._compensation_failed(uow, state, event, step, reason)
 
     def _on_timeout(self, uow: UnitOfWork, state: dict[str, Any], event: Envelope, step: str,
-                    phase: str, attempt: int) -> str:
+                    phase: Phase, attempt: int) -> str:
         entry = state["steps"][step]
-        if phase == "action":
-            if state["status"] != RUNNING or entry["status"] != "started" \
+        status = StepStatus(entry["status"])
+        if phase is Phase.ACTION:
+            if state["status"] != SagaStatus.RUNNING or status not in _AWAITING_ACTION \
                     or entry["attempt"] != attempt:
                 return f"ignored: late {step} timeout"
-            entry["status"] = "timed_out"
+            definition = self.definition.step(step)
+            if definition.kind is not StepKind.COMPENSABLE:
+                return self._resend_in_doubt(uow, state, event, definition)
+            entry["status"] = StepStatus.TIMED_OUT
             state["failure"] = {"step": step, "reason": "timeout"}
             self._log(uow, state, step, phase, "timed out")
             self._begin_compensation(uow, state, event, include=[step])
             return f"{step} timed out"
-        if state["status"] != COMPENSATING or entry["status"] != "compensating" \
-                or entry["compensationAttempt"] != attempt:
+        if status is not StepStatus.COMPENSATING or entry["compensationAttempt"] != attempt:
             return f"ignored: late {step} compensation timeout"
         return self._compensation_failed(uow, state, event, step, "timeout")
+
+    def _resend_in_doubt(self, uow: UnitOfWork, state: dict[str, Any], cause: Envelope,
+                         step: SagaStep) -> str:
+        """Past the point of no return a missed deadline is not a failure: send again."""
+        entry = state["steps"][step.name]
+        attempts = entry["attempt"]
+        entry["status"] = StepStatus.IN_DOUBT
+        self._log(uow, state, step.name, Phase.ACTION, f"in doubt: attempt {attempts} missed "
+                  "its deadline")
+        if attempts == self.definition.in_doubt_alert_after:
+            self._alert(uow, state, cause, step.name,
+                        f"in doubt after {attempts} attempts; still re-sending", attempts)
+        definition = self.definition
+        delay = _backoff(definition.in_doubt_backoff, definition.in_doubt_backoff_max, attempts)
+        self._send_action(uow, state, step, cause, delay=delay)
+        return f"{step.name} in doubt, re-sent"
 
     def _advance(self, uow: UnitOfWork, state: dict[str, Any], done: str, cause: Envelope
                  ) -> None:
         names = [s.name for s in self.definition.steps]
         position = names.index(done) + 1
         if position == len(names):
-            state["status"] = COMPLETED
-            self._log(uow, state, "-", "saga", COMPLETED)
+            state["status"] = SagaStatus.COMPLETED
+            self._log(uow, state, "-", "saga", SagaStatus.COMPLETED)
             return
-        self._send_action(uow, state, self.definition.steps[position], cause)
+        self._send_action(uow, state, self.definition.steps[position], cause, delay=None)
 
     def _begin_compensation(self, uow: UnitOfWork, state: dict[str, Any], cause: Envelope,
                             *, include: list[str]) -> None:
@@ -300,9 +417,9 @@ class SagaEngine:
         queue = [
             s.name for s in reversed(self.definition.steps)
             if s.compensation is not None
-            and (state["steps"][s.name]["status"] == "succeeded" or s.name in include)
+            and (state["steps"][s.name]["status"] == StepStatus.SUCCEEDED or s.name in include)
         ]
-        state["status"] = COMPENSATING
+        state["status"] = SagaStatus.COMPENSATING
         state["compensationQueue"] = queue
         self._next_compensation(uow, state, cause)
 
@@ -310,13 +427,14 @@ class SagaEngine:
                            ) -> None:
         queue: list[str] = state["compensationQueue"]
         if not queue:
-            gave_up = any(e["status"] == "compensation_failed" for e in state["steps"].values())
-            state["status"] = FAILED if gave_up else COMPENSATED
+            gave_up = any(e["status"] == StepStatus.COMPENSATION_FAILED
+                          for e in state["steps"].values())
+            state["status"] = SagaStatus.FAILED if gave_up else SagaStatus.COMPENSATED
             self._log(uow, state, "-", "saga", state["status"])
             return
         step = self.definition.step(queue.pop(0))
         entry = state["steps"][step.name]
-        entry["status"] = "compensating"
+        entry["status"] = StepStatus.COMPENSATING
         entry["compensationAttempt"] = 0
         self._send_compensation(uow, state, step, cause, delay=None)
 
@@ -325,21 +443,17 @@ class SagaEngine:
         entry = state["steps"][step]
         attempts = entry["compensationAttempt"]
         if attempts < self.definition.compensation_attempts:
-            self._log(uow, state, step, "compensation", f"attempt {attempts} failed: {reason}")
-            backoff = min(self.definition.compensation_backoff * (2 ** (attempts - 1)),
-                          self.definition.compensation_backoff_max)
+            self._log(uow, state, step, Phase.COMPENSATION,
+                      f"attempt {attempts} failed: {reason}")
+            definition = self.definition
+            backoff = _backoff(definition.compensation_backoff,
+                               definition.compensation_backoff_max, attempts)
             self._send_compensation(uow, state, self.definition.step(step), cause, delay=backoff)
             return f"{step} compensation retried"
-        entry["status"] = "compensation_failed"
-        self._log(uow, state, step, "compensation",
+        entry["status"] = StepStatus.COMPENSATION_FAILED
+        self._log(uow, state, step, Phase.COMPENSATION,
                   f"gave up after {attempts} attempts: {reason}")
-        alert = cause.follow(
-            ALERT, {"sagaId": state["sagaId"], "saga": self.definition.name, "step": step,
-                    "reason": reason, "attempts": attempts},
-            source=self.definition.source, subject=state["sagaId"],
-            partitionkey=state["sagaId"],
-        )
-        uow.emit(alert, destination=self.definition.alert_destination)
+        alert = self._alert(uow, state, cause, step, reason, attempts)
         uow.request_dead_letter(
             "CompensationExhausted",
             f"saga {state['sagaId']} step {step}: compensation failed {attempts} times "
@@ -348,16 +462,29 @@ class SagaEngine:
         self._next_compensation(uow, state, cause)
         return f"{step} compensation exhausted"
 
+    def _alert(self, uow: UnitOfWork, state: dict[str, Any], cause: Envelope, step: str,
+               reason: str, attempts: int) -> Envelope:
+        alert = cause.follow(
+            ALERT, {"sagaId": state["sagaId"], "saga": self.definition.name, "step": step,
+                    "reason": reason, "attempts": attempts},
+            source=self.definition.source, subject=state["sagaId"],
+            partitionkey=state["sagaId"],
+        )
+        uow.emit(alert, destination=self.definition.alert_destination)
+        return alert
+
     def _send_action(self, uow: UnitOfWork, state: dict[str, Any], step: SagaStep,
-                     cause: Envelope) -> None:
+                     cause: Envelope, *, delay: timedelta | None) -> None:
+        """Send the step's next attempt; a first attempt starts the step."""
         entry = state["steps"][step.name]
-        entry["status"] = "started"
+        if entry["attempt"] == 0:
+            entry["status"] = StepStatus.STARTED
         entry["attempt"] += 1
         payload = dict(step.payload({**state["data"], "results": state["results"]})
                        if step.payload else state["data"])
-        self._command(uow, state, step, cause, step.action, "action", entry["attempt"],
-                      payload, delay=None)
-        self._log(uow, state, step.name, "action", f"sent attempt {entry['attempt']}")
+        self._command(uow, state, step, cause, step.action, Phase.ACTION, entry["attempt"],
+                      payload, delay=delay)
+        self._log(uow, state, step.name, Phase.ACTION, f"sent attempt {entry['attempt']}")
 
     def _send_compensation(self, uow: UnitOfWork, state: dict[str, Any], step: SagaStep,
                            cause: Envelope, *, delay: timedelta | None) -> None:
@@ -365,16 +492,17 @@ class SagaEngine:
         entry = state["steps"][step.name]
         entry["compensationAttempt"] += 1
         payload = {**state["data"], "results": state["results"]}
-        self._command(uow, state, step, cause, step.compensation, "compensation",
+        self._command(uow, state, step, cause, step.compensation, Phase.COMPENSATION,
                       entry["compensationAttempt"], payload, delay=delay)
-        self._log(uow, state, step.name, "compensation",
+        self._log(uow, state, step.name, Phase.COMPENSATION,
                   f"sent attempt {entry['compensationAttempt']}")
 
     def _command(self, uow: UnitOfWork, state: dict[str, Any], step: SagaStep, cause: Envelope,
-                 command_type: str, phase: str, attempt: int, payload: Mapping[str, Any],
+                 command_type: str, phase: Phase, attempt: int, payload: Mapping[str, Any],
                  *, delay: timedelta | None) -> None:
         saga_id = state["sagaId"]
-        correlation = {"sagaId": saga_id, "step": step.name, "phase": phase, "attempt": attempt}
+        correlation = {"sagaId": saga_id, "step": step.name, "phase": phase.value,
+                       "attempt": attempt}
         sent_at = uow.now() + delay if delay else None
         command = cause.follow(
             command_type, {**correlation, "replyTo": self.definition.reply_to,
@@ -392,4 +520,4 @@ class SagaEngine:
     def _log(uow: UnitOfWork, state: dict[str, Any], step: str, phase: str, what: str) -> None:
         state["logSeq"] += 1
         uow.append(f"{LOG_PREFIX}{state['logSeq']:06d}",
-                   {"Step": step, "Phase": phase, "What": what, "At": uow.now()})
+                   {"Step": step, "Phase": str(phase), "What": str(what), "At": uow.now()})

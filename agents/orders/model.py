@@ -1,9 +1,13 @@
 """The order saga: reserve stock -> charge payment -> allocate stock -> ship.
 
 A reservation is only a hold until allocation confirms it, so inventory can still run out
-after the charge. A failed step, a missed deadline or a fraud alert compensates what may
-have taken effect in reverse order: refund the charge, then release the stock. The backbone's
-`SagaEngine` runs the definition; this module says what the order saga is.
+after the charge. Reserving and charging are compensable (release, refund); allocation is the
+pivot: once stock is allocated the order is going out; shipping is retriable (a parcel is not
+recalled). A refusal, a missed deadline of a compensable step or a fraud alert before the
+pivot compensates what may have taken effect in reverse order: refund the charge, then
+release the stock. A missed deadline of allocation or shipping re-sends the same command
+until the service answers. The backbone's `SagaEngine` runs the definition; this module says
+what the order saga is.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any, Final
 
-from agents.backbone.saga import SagaDefinition, SagaStep
+from agents.backbone.saga import SagaDefinition, SagaStep, StepKind
 from agents.orders import entities
 
 SOURCE: Final = "/agents/orders"
@@ -107,11 +111,11 @@ ORDER_DATA_SCHEMA: dict[str, Any] = {
 }
 
 
-def _step(name: str, action: Action, compensation: Action | None, timeout: timedelta
-          ) -> SagaStep:
+def _step(name: str, action: Action, kind: StepKind, compensation: Action | None,
+          timeout: timedelta) -> SagaStep:
     return SagaStep(
         name=name, action=command_type(action),
-        destination=QUEUE_OF_SERVICE[SERVICE_OF_ACTION[action]],
+        destination=QUEUE_OF_SERVICE[SERVICE_OF_ACTION[action]], kind=kind,
         compensation=command_type(compensation) if compensation else None,
         timeout=timeout, payload_schema=ORDER_DATA_SCHEMA,
     )
@@ -119,8 +123,10 @@ def _step(name: str, action: Action, compensation: Action | None, timeout: timed
 
 def order_saga(step_timeout: timedelta, *, compensation_backoff: timedelta = timedelta(seconds=2)
                ) -> SagaDefinition:
-    """The order saga. Allocation and shipping need no compensation of their own: releasing
-    the reservation frees allocated stock too, and a dispatched parcel is not recalled."""
+    """The order saga. Allocation is the pivot rather than shipping: it has no compensation
+    of its own (releasing the reservation frees allocated stock too), and it is the last step
+    that may still say no for a business reason (out of stock), so a definite refusal there
+    compensates, while shipping after it only ever goes forward."""
     return SagaDefinition(
         name=SAGA_NAME,
         source=SOURCE,
@@ -128,10 +134,12 @@ def order_saga(step_timeout: timedelta, *, compensation_backoff: timedelta = tim
         # No alert entity exists yet: alerts come back to the saga queue, whose trigger logs them.
         alert_destination=entities.SAGA_QUEUE,
         steps=(
-            _step("reserve_stock", Action.RESERVE_STOCK, Action.RELEASE_STOCK, step_timeout),
-            _step("charge_payment", Action.CHARGE_PAYMENT, Action.REFUND_PAYMENT, step_timeout),
-            _step("allocate_stock", Action.ALLOCATE_STOCK, None, step_timeout),
-            _step("ship_order", Action.SHIP_ORDER, None, step_timeout),
+            _step("reserve_stock", Action.RESERVE_STOCK, StepKind.COMPENSABLE,
+                  Action.RELEASE_STOCK, step_timeout),
+            _step("charge_payment", Action.CHARGE_PAYMENT, StepKind.COMPENSABLE,
+                  Action.REFUND_PAYMENT, step_timeout),
+            _step("allocate_stock", Action.ALLOCATE_STOCK, StepKind.PIVOT, None, step_timeout),
+            _step("ship_order", Action.SHIP_ORDER, StepKind.RETRIABLE, None, step_timeout),
         ),
         compensation_backoff=compensation_backoff,
     )

@@ -1,8 +1,10 @@
 """A small fulfilment saga and scripted participants, all wired through the broker double.
 
-Steps: reserve (undo: release) -> charge (undo: refund) -> ship (nothing to undo).
+Steps: reserve (undo: release) -> charge (undo: refund), both compensable -> ship
+(retriable: a parcel is not recalled).
 Each participant is a real consumer using `MessageProcessor` (so it has an inbox too) and
-answers per command type as scripted: "ok", "fail", or "silent" (never replies).
+answers per command type as scripted: "ok", "fail", "silent" (never replies) or "late"
+(does it, and its "ok" reply arrives `LATE_BY` after the command, past the step deadline).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from agents.backbone import (
     SagaEngine,
     SagaStep,
     SagaView,
+    StepKind,
     UnitOfWork,
     parse_servicebus,
     reply_destination,
@@ -28,17 +31,19 @@ from tests.integration.backbone.counter import consumer
 
 REPLIES, ALERTS = "saga-replies", "ops-alerts"
 STEP_TIMEOUT = timedelta(seconds=30)
+LATE_BY = STEP_TIMEOUT * 2
 
 FULFILMENT = SagaDefinition(
     name="fulfilment", source="/tests/orders", reply_to=REPLIES, alert_destination=ALERTS,
     steps=(
-        SagaStep("reserve", "stock.reserve", "inventory", compensation="stock.release",
-                 timeout=STEP_TIMEOUT),
-        SagaStep("charge", "payment.charge", "payments", compensation="payment.refund",
-                 timeout=STEP_TIMEOUT,
+        SagaStep("reserve", "stock.reserve", "inventory", kind=StepKind.COMPENSABLE,
+                 compensation="stock.release", timeout=STEP_TIMEOUT),
+        SagaStep("charge", "payment.charge", "payments", kind=StepKind.COMPENSABLE,
+                 compensation="payment.refund", timeout=STEP_TIMEOUT,
                  payload=lambda data: {"amount": data["amount"]},
                  payload_schema={"type": "object", "required": ["amount"]}),
-        SagaStep("ship", "shipping.ship", "shipping", timeout=STEP_TIMEOUT),
+        SagaStep("ship", "shipping.ship", "shipping", kind=StepKind.RETRIABLE,
+                 timeout=STEP_TIMEOUT),
     ),
     compensation_attempts=3,
 )
@@ -101,7 +106,9 @@ class World:
         self.journal.append((command.type, answer))
         if answer == "silent":
             return
-        reply = reply_for(command, succeeded=answer == "ok", source="/tests/participant",
-                          reason=None if answer == "ok" else f"{command.type} refused",
+        succeeded = answer in ("ok", "late")
+        reply = reply_for(command, succeeded=succeeded, source="/tests/participant",
+                          reason=None if succeeded else f"{command.type} refused",
                           result={"by": command.type})
-        uow.emit(reply, destination=reply_destination(command))
+        late = uow.now() + LATE_BY if answer == "late" else None
+        uow.emit(reply, destination=reply_destination(command), scheduled_at=late)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -10,7 +11,13 @@ from azure.servicebus import ServiceBusMessage
 from agents.backbone import Envelope, InvalidEvent, Settlement, reply_for
 from tests.integration.backbone.broker import InMemoryBroker
 from tests.integration.backbone.conftest import make_processor
-from tests.integration.backbone.saga_world import ALERTS, REPLIES, STEP_TIMEOUT, World
+from tests.integration.backbone.saga_world import (
+    ALERTS,
+    FULFILMENT,
+    REPLIES,
+    STEP_TIMEOUT,
+    World,
+)
 
 OK = "ok"
 
@@ -107,6 +114,95 @@ def test_a_timeout_arriving_after_its_step_completed_is_ignored(world, broker):
     assert world.outcomes[-3:] == [f"ignored: late {s} timeout" for s in ("reserve", "charge",
                                                                           "ship")]
     assert world.view("s1") == before
+
+
+def test_a_shipping_reply_after_its_deadline_completes_the_saga_and_refunds_nothing(
+    processor, broker, schemas
+):
+    world = World(processor, broker, schemas, {"shipping.ship": ["late"]})
+    world.start("s1")
+    world.run_until_settled()
+    view = world.view("s1")
+    assert view.status == "completed"
+    kinds = [kind for kind, _ in world.journal]
+    # in doubt at its deadline, the same command went again; the first reply decided
+    assert kinds == ["stock.reserve", "payment.charge", "shipping.ship", "shipping.ship"]
+    assert view.steps["ship"]["status"] == "succeeded"
+    assert view.failure is None
+    # the re-sent attempt's own reply came later still, for a step already decided
+    assert world.outcomes[-1] == "ignored: late or repeated ship reply"
+
+
+def test_a_compensation_reply_arriving_after_the_next_attempt_was_sent_compensates(
+    processor, broker, schemas
+):
+    # refund attempt 1 is done but answers after its deadline; attempt 2 never answers
+    world = World(processor, broker, schemas,
+                  {"shipping.ship": ["fail"], "payment.refund": ["late", "silent"]})
+    world.start("s1")
+    world.run_until_settled()
+    view = world.view("s1")
+    assert view.status == "compensated"
+    assert view.steps["charge"]["status"] == "compensated"
+    assert [kind for kind, _ in world.journal].count("payment.refund") == 2
+    assert world.journal[-1] == ("stock.release", OK)
+    assert broker.dead_letters(REPLIES) == [] and broker.available(ALERTS) == []
+
+
+def test_a_late_success_for_a_step_being_compensated_is_recorded_and_changes_nothing(
+    processor, broker, schemas
+):
+    world = World(processor, broker, schemas, {"payment.charge": ["late"]})
+    world.start("s1")
+    world.run_until_settled()
+    view = world.view("s1")
+    assert view.status == "compensated"
+    assert view.failure == {"step": "charge", "reason": "timeout"}
+    assert view.steps["charge"]["status"] == "compensated"
+    assert "charge" not in view.results
+    assert world.journal == [("stock.reserve", OK), ("payment.charge", "late"),
+                             ("payment.refund", OK), ("stock.release", OK)]
+    assert view.log[-1]["what"] == "late reply recorded: attempt 1 succeeded"
+
+
+def test_a_retriable_step_never_answering_is_re_sent_with_growing_delays_and_alerts_once(
+    processor, broker, schemas
+):
+    world = World(processor, broker, schemas, {"shipping.ship": ["silent"]})
+    world.start("s1")
+    shipped_at = []
+    for _ in range(100):  # one due instant at a time, until one attempt past the alert
+        world.run()
+        ships = [c for c in world.commands if c.type == "shipping.ship"]
+        shipped_at += [broker.now()] * (len(ships) - len(shipped_at))
+        if len(ships) > FULFILMENT.in_doubt_alert_after:
+            break
+        broker.advance_to_next_scheduled()
+    assert [c.data["attempt"] for c in ships] == list(range(1, len(ships) + 1))
+    gaps = [later - earlier for earlier, later in itertools.pairwise(shipped_at)]
+    assert gaps == sorted(gaps) and gaps[0] > STEP_TIMEOUT and gaps[-1] > gaps[0]
+    view = world.view("s1")
+    assert (view.status, view.steps["ship"]["status"]) == ("running", "in_doubt")
+    assert "payment.refund" not in [kind for kind, _ in world.journal]
+    [alert] = broker.available(ALERTS)
+    assert json.loads(alert.body)["data"]["attempts"] == FULFILMENT.in_doubt_alert_after
+
+
+def test_an_abort_with_a_retriable_step_in_flight_is_recorded_and_refused(
+    processor, broker, schemas
+):
+    world = World(processor, broker, schemas, {"shipping.ship": ["late"]})
+    world.start("s1")
+    world.run()
+    fraud = Envelope.new("counter.increment", {"by": 1}, source="/agents/fraud", subject="s1")
+    aborted = processor.run("s1", lambda uow: world.engine.abort(uow, "fraud", cause=fraud),
+                            inbox_id=fraud.id)
+    assert aborted.result is False
+    world.run_until_settled()
+    view = world.view("s1")
+    assert view.status == "completed"
+    assert "payment.refund" not in [kind for kind, _ in world.journal]
+    assert any(e["what"].startswith("abort refused: fraud") for e in view.log)
 
 
 def test_a_failing_compensation_is_retried_until_it_succeeds(processor, broker, schemas):

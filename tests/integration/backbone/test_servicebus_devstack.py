@@ -22,6 +22,7 @@ from agents.backbone import (
     SagaStep,
     ServiceBusPublisher,
     Settlement,
+    StepKind,
     parse_servicebus,
     reply_destination,
     reply_for,
@@ -256,9 +257,9 @@ def test_a_saga_step_deadline_is_a_scheduled_message_that_triggers_compensation(
     definition = SagaDefinition(
         name="reservation", source="/tests/orders", reply_to="bb-saga",
         alert_destination="bb-alerts",
-        steps=(SagaStep("reserve", "stock.reserve", "bb-inventory",
+        steps=(SagaStep("reserve", "stock.reserve", "bb-inventory", kind=StepKind.COMPENSABLE,
                         compensation="stock.release", timeout=timedelta(seconds=1)),
-               SagaStep("ship", "shipping.ship", "bb-inventory")),
+               SagaStep("ship", "shipping.ship", "bb-inventory", kind=StepKind.RETRIABLE)),
     )
     engine = SagaEngine(definition, registry=schemas)
 

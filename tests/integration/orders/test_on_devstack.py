@@ -182,13 +182,14 @@ async def test_commands_delivered_twice_by_the_broker_charge_once(
 async def test_a_step_past_its_deadline_is_compensated_by_a_scheduled_timeout(
         api: Api) -> None:
     card = f"tok-slow-{uuid.uuid4().hex[:6]}"
-    status, _ = await api.post("simulators/shipping/mode",
+    status, _ = await api.post("simulators/payments/mode",
                                {"mode": "slow", "scope": f"card:{card}", "slowSeconds": 600})
     assert status == 200
     order_id = await api.place(order_body(card=card))
     order = await api.settled(order_id)
     assert order["status"] == "compensated"
-    assert ("ship_order", "timed out") in [(e["step"], e["status"]) for e in order["timeline"]]
+    assert ("charge_payment", "timed out") in [
+        (e["step"], e["status"]) for e in order["timeline"]]
 
 
 async def test_a_poison_message_is_dead_lettered_by_max_delivery_count_on_the_classic_binding(
@@ -216,16 +217,16 @@ async def test_a_poison_message_is_dead_lettered_by_max_delivery_count_on_the_cl
 async def test_a_fraud_alert_on_the_topic_compensates_a_running_order(
         api: Api, devstack: DevStack, azurite: Azurite) -> None:
     card = f"tok-held-{uuid.uuid4().hex[:6]}"
-    status, _ = await api.post("simulators/shipping/mode",
+    status, _ = await api.post("simulators/payments/mode",
                                {"mode": "slow", "scope": f"card:{card}", "slowSeconds": 600})
     assert status == 200
     order_id = await api.place(order_body(card=card))
 
-    async def shipping() -> bool | None:
+    async def charging() -> bool | None:
         _, order = await api.get(f"orders/{order_id}")
-        return True if order["step"] == "ship_order" else None
+        return True if order["step"] == "charge_payment" else None
 
-    await eventually(shipping)
+    await eventually(charging)
     alert = Envelope.new(fraud.ALERT_RAISED, {"orderId": order_id, "reason": "velocity"},
                          source=fraud.SOURCE, subject=order_id)
     async with ServiceBusClient.from_connection_string(devstack.connection_string) as client, \

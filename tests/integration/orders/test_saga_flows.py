@@ -99,19 +99,39 @@ def test_a_step_that_misses_its_deadline_is_compensated_and_its_late_reply_ignor
     assert ("charge_payment", "timed out") in _statuses(order)
 
 
-def test_a_fraud_alert_for_the_orders_payment_compensates(stack: OrdersStack) -> None:
+def test_a_fraud_alert_while_the_charge_is_in_flight_compensates(stack: OrdersStack) -> None:
     card = "tok-under-review"
-    stack.switch(Service.SHIPPING, f"card:{card}", Mode.SLOW, slow_seconds=600)
+    stack.switch(Service.PAYMENTS, f"card:{card}", Mode.SLOW, slow_seconds=20)
     order_id = stack.place(order_body(card=card))["orderId"]
     stack.host.drain()
     stack.raise_fraud_alert(order_id, "velocity 12 payments/min")
     stack.host.drain()
-    stack.broker.advance(timedelta(seconds=601))
+    stack.broker.advance(timedelta(seconds=21))  # the charge's late reply: recorded only
     stack.host.drain()
     order = stack.order(order_id)
     assert order["status"] == "compensated"
     assert "fraud alert" in order["failure"]["reason"]
+    assert ("charge_payment", "late reply recorded") in _statuses(order)
+    assert stack.movements(Service.PAYMENTS, f"charge-{order_id}", "charge") == 1
     assert stack.movements(Service.PAYMENTS, f"charge-{order_id}", "refund") == 1
+
+
+def test_a_fraud_alert_once_shipping_is_under_way_is_refused_and_the_order_ships(
+        stack: OrdersStack) -> None:
+    card = "tok-reviewed-late"
+    stack.switch(Service.SHIPPING, f"card:{card}", Mode.SLOW, slow_seconds=20)
+    order_id = stack.place(order_body(card=card))["orderId"]
+    stack.host.drain()
+    stack.raise_fraud_alert(order_id, "velocity 12 payments/min")
+    stack.host.drain()
+    stack.broker.advance(timedelta(seconds=21))
+    stack.host.drain()
+    order = stack.order(order_id)
+    assert order["status"] == "completed"
+    assert order["failure"] is None
+    assert ("ship_order", "abort refused") in _statuses(order)
+    assert stack.movements(Service.PAYMENTS, f"charge-{order_id}", "refund") == 0
+    assert stack.movements(Service.SHIPPING, order_id, "shipment") == 1
 
 
 def test_a_flaky_service_is_retried_by_redelivery_and_the_order_completes(
