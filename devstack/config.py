@@ -1,15 +1,19 @@
 """Load entity configs in the shape of Microsoft's emulator `Config.json` files.
 
 A Service Bus config has `UserConfig.Namespaces`; an Event Hubs config has
-`UserConfig.NamespaceConfig`. Files may carry `//` comments (Microsoft's own sample does),
+`UserConfig.NamespaceConfig`; one file may hold both. Files may carry `//` comments
+(Microsoft's own sample does),
 so they are read as JSON5. Service Bus configs are validated here against the constraints
 of Microsoft's schema (hand-checked: its JS-style regexes do not compile in Python), and an
 error names the offending field, e.g.
 `UserConfig.Namespaces[0].Queues[2].Properties.MaxDeliveryCount: 0 is less than the minimum 1`.
+A field that neither schema knows, or that devstack ignores, is a warning naming its path
+(`LoadedConfig.warnings`, also logged), never silence.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +22,8 @@ from typing import Any
 
 import json5
 
+from devstack.eventhubs.entities import ConfigError as EventHubsConfigError
+from devstack.eventhubs.entities import hubs_from_config
 from devstack.servicebus.entities import (
     EntitySettings,
     NamespaceSpec,
@@ -37,6 +43,38 @@ _CORRELATION_KEYS = {"ContentType", "CorrelationId", "Label", "MessageId", "Repl
                      "ReplyToSessionId", "SessionId", "To", "Properties"}
 _LOGGING_TYPES = {"File", "Console", "File,Console", "Console,File"}
 
+log = logging.getLogger("devstack.config")
+
+# The fields of both emulator schemas: a dict is an object's fields, a one-item list an
+# array of such objects, None a value not looked into.
+_LOGGING: dict[str, Any] = {"Type": None}
+_ENTITY_PROPERTIES = dict.fromkeys(
+    ["DeadLetteringOnMessageExpiration", "DefaultMessageTimeToLive", "ForwardTo",
+     "ForwardDeadLetteredMessagesTo", "LockDuration", "MaxDeliveryCount", "RequiresSession"])
+_RULE: dict[str, Any] = {"Name": None, "Properties": {
+    "FilterType": None, "CorrelationFilter": None, "SqlFilter": {"SqlExpression": None},
+    "Action": {"SqlExpression": None}}}
+_SERVICEBUS_NAMESPACE: dict[str, Any] = {
+    "Name": None,
+    "Queues": [{"Name": None, "Properties": {
+        **_ENTITY_PROPERTIES, "RequiresDuplicateDetection": None,
+        "DuplicateDetectionHistoryTimeWindow": None}}],
+    "Topics": [{"Name": None,
+                "Properties": dict.fromkeys(["DefaultMessageTimeToLive",
+                                             "DuplicateDetectionHistoryTimeWindow",
+                                             "RequiresDuplicateDetection"]),
+                "Subscriptions": [{"Name": None, "Properties": _ENTITY_PROPERTIES,
+                                   "Rules": [_RULE]}]}],
+}
+_EVENTHUBS_NAMESPACE: dict[str, Any] = {
+    "Type": None, "Name": None,
+    "Entities": [{"Name": None, "PartitionCount": None, "ConsumerGroups": [{"Name": None}]}],
+}
+_DOCUMENT: dict[str, Any] = {"UserConfig": {
+    "Namespaces": [_SERVICEBUS_NAMESPACE], "Logging": _LOGGING,
+    "NamespaceConfig": [_EVENTHUBS_NAMESPACE], "LoggingConfig": _LOGGING,
+}}
+
 
 class ConfigError(ValueError):
     """A config file that does not follow the emulator's Config.json schema."""
@@ -46,7 +84,9 @@ class ConfigError(ValueError):
 class LoadedConfig:
     servicebus: list[NamespaceSpec] = field(default_factory=list)
     eventhubs: list[dict[str, Any]] = field(default_factory=list)
-    """Event Hubs documents, parsed but left for the Event Hubs package to validate."""
+    """Event Hubs documents, checked here and built by the Event Hubs package."""
+    warnings: list[str] = field(default_factory=list)
+    """Fields ignored, each as `file: path: why`."""
 
 
 def parse_duration(text: str) -> float:
@@ -77,7 +117,8 @@ def read_document(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load_configs(sources: Sequence[str | Path | Mapping[str, Any]]) -> LoadedConfig:
-    """Read every config; Service Bus namespaces are validated and merged into one."""
+    """Read every config; Service Bus namespaces are validated and merged into one, and a
+    file with both shapes contributes both."""
     loaded = LoadedConfig()
     for source in sources:
         label = str(source) if not isinstance(source, Mapping) else "<config>"
@@ -85,19 +126,68 @@ def load_configs(sources: Sequence[str | Path | Mapping[str, Any]]) -> LoadedCon
         user = document.get("UserConfig")
         if not isinstance(user, dict):
             raise ConfigError(f"{label}: UserConfig: a required object is missing")
-        if "NamespaceConfig" in user:
-            loaded.eventhubs.append(document)
-        elif "Namespaces" in user:
-            try:
-                loaded.servicebus.append(servicebus_namespace(document))
-            except ConfigError as exc:
-                raise ConfigError(f"{label}: {exc}") from None
-        else:
+        if "NamespaceConfig" not in user and "Namespaces" not in user:
             raise ConfigError(
                 f"{label}: UserConfig: neither `Namespaces` (Service Bus) nor "
                 "`NamespaceConfig` (Event Hubs) is present"
             )
+        try:
+            if "Namespaces" in user:
+                loaded.servicebus.append(servicebus_namespace(document))
+            if "NamespaceConfig" in user:
+                hubs_from_config(document)
+                loaded.eventhubs.append(document)
+        except (ConfigError, EventHubsConfigError) as exc:
+            raise ConfigError(f"{label}: {exc}") from None
+        found = [f"{label}: {warning}" for warning in ignored_fields(document)]
+        for warning in found:
+            log.warning("config field ignored: %s", warning)
+        loaded.warnings.extend(found)
     return loaded
+
+
+def ignored_fields(document: Mapping[str, Any]) -> list[str]:
+    """Every field of `document` that devstack does not act on, with its path and why."""
+    found: list[str] = []
+    _unknown(document, _DOCUMENT, "", found)
+    user = document.get("UserConfig") or {}
+    for key in ("Logging", "LoggingConfig"):
+        section = user.get(key)
+        logging_type = section.get("Type") if isinstance(section, dict) else None
+        if isinstance(logging_type, str) and "File" in logging_type:
+            found.append(f"UserConfig.{key}.Type: {logging_type!r}: devstack logs to the "
+                         "console only, File is ignored")
+    for index, namespace in enumerate(user.get("NamespaceConfig") or []):
+        kind = namespace.get("Type", "EventHub") if isinstance(namespace, dict) else None
+        if kind != "EventHub":
+            found.append(f"UserConfig.NamespaceConfig[{index}].Type: {kind!r}: only EventHub "
+                         "namespaces are served; its entities are not created")
+    for n, namespace in enumerate(user.get("Namespaces") or []):
+        for t, topic in enumerate((namespace or {}).get("Topics") or []):
+            for s, subscription in enumerate((topic or {}).get("Subscriptions") or []):
+                for r, rule in enumerate((subscription or {}).get("Rules") or []):
+                    props = (rule or {}).get("Properties") or {}
+                    other = {"Correlation": "SqlFilter", "Sql": "CorrelationFilter"}.get(
+                        str(props.get("FilterType")))
+                    if other is not None and props.get(other) is not None:
+                        found.append(
+                            f"UserConfig.Namespaces[{n}].Topics[{t}].Subscriptions[{s}]"
+                            f".Rules[{r}].Properties.{other}: ignored, FilterType is "
+                            f"{props['FilterType']!r}")
+    return found
+
+
+def _unknown(value: Any, spec: Any, where: str, found: list[str]) -> None:
+    if isinstance(spec, list) and isinstance(value, list):
+        for index, item in enumerate(value):
+            _unknown(item, spec[0], f"{where}[{index}]", found)
+    elif isinstance(spec, dict) and isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            if key not in spec:
+                found.append(f"{path}: unknown field, ignored")
+            else:
+                _unknown(item, spec[key], path, found)
 
 
 def merge_namespaces(namespaces: Sequence[NamespaceSpec]) -> NamespaceSpec:

@@ -10,12 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from azure.eventhub import EventHubProducerClient
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceiveMode
 
 from devstack.config import ConfigError, load_configs, parse_duration
 from devstack.server import DevStack, connection_string
 
-from .conftest import servicebus_config, wait_until
+from .conftest import queue, servicebus_config, wait_until
 
 REFERENCE = Path("/work/shared/reference")
 REPO = Path(__file__).resolve().parents[2]
@@ -78,6 +79,72 @@ def test_a_bad_sql_filter_is_refused_at_load():
 def test_a_document_of_neither_shape_is_refused():
     with pytest.raises(ConfigError, match="neither"):
         load_configs([{"UserConfig": {}}])
+
+
+BOTH_SHAPES = {"UserConfig": {
+    **servicebus_config([queue("jobs")])["UserConfig"],
+    "NamespaceConfig": [{"Type": "EventHub", "Name": "ns",
+                         "Entities": [{"Name": "hub", "PartitionCount": 2}]}],
+}}
+
+
+def test_one_file_with_both_shapes_serves_its_queues_and_its_event_hubs(tmp_path):
+    path = tmp_path / "Config.json"
+    path.write_text(json.dumps(BOTH_SHAPES))
+    with DevStack([path], port=0) as stack:
+        with ServiceBusClient.from_connection_string(stack.connection_string) as client:
+            with client.get_queue_sender("jobs") as sender:
+                sender.send_messages(ServiceBusMessage("kept"))
+            with client.get_queue_receiver(
+                    "jobs", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE) as receiver:
+                assert [str(m) for m in receiver.receive_messages(max_wait_time=5)] == ["kept"]
+        with EventHubProducerClient.from_connection_string(
+                stack.connection_string, eventhub_name="hub") as producer:
+            assert producer.get_partition_ids() == ["0", "1"]
+
+
+def test_a_bad_event_hub_in_a_mixed_file_is_refused_naming_the_file(tmp_path):
+    document = json.loads(json.dumps(BOTH_SHAPES))
+    document["UserConfig"]["NamespaceConfig"][0]["Entities"][0]["PartitionCount"] = 0
+    path = tmp_path / "Mixed.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(ConfigError, match=r"Mixed\.json: .*PartitionCount"):
+        load_configs([path])
+
+
+def test_every_unknown_or_ignored_field_is_a_warning_with_its_path(tmp_path, caplog):
+    document = json.loads(json.dumps(BOTH_SHAPES))
+    user = document["UserConfig"]
+    user["Extra"] = 1
+    user["Namespaces"][0]["Queues"][0]["Properties"]["MaxSizeInMegabytes"] = 1024
+    user["Namespaces"][0]["Topics"] = [{"Name": "t", "Subscriptions": [{
+        "Name": "s", "Properties": {"RequiresDuplicateDetection": True},
+        "Rules": [{"Name": "r", "Properties": {
+            "FilterType": "Correlation", "CorrelationFilter": {"Label": "x"},
+            "SqlFilter": {"SqlExpression": "1=1"}}}]}]}]
+    user["NamespaceConfig"].append({"Type": "Kafka", "Name": "other", "Entities": []})
+    user["LoggingConfig"] = {"Type": "File"}
+    path = tmp_path / "Config.json"
+    path.write_text(json.dumps(document))
+
+    loaded = load_configs([path])
+
+    subscription = "UserConfig.Namespaces[0].Topics[0].Subscriptions[0]"
+    assert sorted(w.removeprefix(f"{path}: ").split(":")[0] for w in loaded.warnings) == [
+        "UserConfig.Extra",
+        "UserConfig.LoggingConfig.Type",
+        "UserConfig.NamespaceConfig[1].Type",
+        "UserConfig.Namespaces[0].Queues[0].Properties.MaxSizeInMegabytes",
+        f"{subscription}.Properties.RequiresDuplicateDetection",
+        f"{subscription}.Rules[0].Properties.SqlFilter",
+    ]
+    assert all(w in caplog.text for w in loaded.warnings)
+
+
+def test_the_apps_entity_configs_load_without_warnings():
+    loaded = load_configs([REPO / "infra/entities/servicebus.json",
+                           REPO / "infra/entities/eventhubs.json"])
+    assert loaded.warnings == []
 
 
 def test_iso_durations():
