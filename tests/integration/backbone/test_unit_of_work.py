@@ -7,6 +7,7 @@ import threading
 
 import pytest
 from azure.data.tables import TableClient
+from azure.servicebus.exceptions import MessageLockLostError
 
 from agents.backbone import (
     ConcurrencyConflict,
@@ -15,10 +16,12 @@ from agents.backbone import (
     MessageProcessor,
     RequestCounter,
     SchemaRegistry,
+    Settlement,
     TransactionTooLarge,
     UnitOfWork,
     classify,
     run_unit_of_work,
+    settle,
 )
 from tests.integration.backbone.broker import BrokerPublisher
 from tests.integration.backbone.conftest import rows
@@ -219,3 +222,72 @@ def test_the_same_message_handled_concurrently_twice_has_one_effect(table, schem
     assert sorted(results) == [False, True]
     assert total(table, "twin") == 5
     assert len([k for k in rows(table) if k[1].startswith("outbox|")]) == 1
+
+
+class LosingReceiver:
+    """Settles like the SDK's receiver, but the first settlement is lost (the lock expired
+    first), so the broker delivers the message again."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    def complete_message(self, message: str) -> None:
+        self._settle("complete", message)
+
+    def abandon_message(self, message: str) -> None:
+        self._settle("abandon", message)
+
+    def dead_letter_message(self, message: str, reason: str | None = None,
+                            error_description: str | None = None) -> None:
+        self._settle("dead-letter", message, str(reason), str(error_description))
+
+    def _settle(self, *call: str) -> None:
+        self.calls.append(call)
+        if len(self.calls) == 1:
+            raise MessageLockLostError(message="lock expired before the settlement arrived")
+
+
+def give_up_once(event: Envelope, uow: UnitOfWork) -> None:
+    """A saga-like handler: the first time it gives up and asks for a dead letter; handled
+    again, it finds the saga already failed and has nothing new to decide."""
+    if uow.load() is None:
+        uow.save({"status": "failed"})
+        uow.request_dead_letter("CompensationExhausted", f"saga {uow.partition_key}: gave up")
+
+
+def test_a_dead_letter_decided_for_a_message_is_decided_again_after_a_lost_settlement(
+    processor: MessageProcessor,
+):
+    command = increment_command("s1")
+    receiver = LosingReceiver()
+    with pytest.raises(MessageLockLostError):
+        settle(receiver, "delivery 1", lambda: processor.handle(command, give_up_once))
+    redelivered = settle(receiver, "delivery 2", lambda: processor.handle(command, give_up_once))
+    assert redelivered is Settlement.DEAD_LETTERED
+    assert receiver.calls == [
+        ("dead-letter", "delivery 1", "CompensationExhausted", "saga s1: gave up"),
+        ("dead-letter", "delivery 2", "CompensationExhausted", "saga s1: gave up"),
+    ]
+
+
+def test_a_completed_message_is_completed_again_after_a_lost_settlement(
+    processor: MessageProcessor,
+):
+    command = increment_command("s1")
+    processor.run("s1", lambda uow: uow.save({"status": "failed"}), inbox_id="setup")
+    receiver = LosingReceiver()
+
+    def dead_letter_if_new(event: Envelope, uow: UnitOfWork) -> None:
+        state = uow.load()
+        assert state is not None
+        if state["status"] == "failed":  # the first delivery completes...
+            uow.save({"status": "done"})
+        else:  # ...and its redelivery, re-deciding, would now ask for a dead letter
+            uow.request_dead_letter("Late", "decided differently on redelivery")
+
+    with pytest.raises(MessageLockLostError):
+        settle(receiver, "delivery 1", lambda: processor.handle(command, dead_letter_if_new))
+    redelivered = settle(receiver, "delivery 2",
+                         lambda: processor.handle(command, dead_letter_if_new))
+    assert redelivered is Settlement.COMPLETED
+    assert receiver.calls == [("complete", "delivery 1"), ("complete", "delivery 2")]
