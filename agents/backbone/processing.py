@@ -7,8 +7,10 @@ stay pending in the table, where the sweeper finds them if this process dies.
 
 A trigger calls `MessageProcessor.handle(event, handler)`. If it returns, the message may be
 completed (or dead-lettered, when `Outcome.dead_letter` says so). If it raises, the message
-must be abandoned so the broker redelivers it: the inbox then recognises the duplicate and
-the partition's pending outbox rows that this process has not published yet are published.
+must be abandoned so the broker redelivers it: the inbox then recognises the duplicate, the
+partition's pending outbox rows that this process has not published yet are published, and
+the `Outcome` carries the disposition the first delivery committed (so a message whose
+dead-letter settlement was lost is dead-lettered on redelivery, with the same reason).
 """
 
 from __future__ import annotations

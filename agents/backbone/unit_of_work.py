@@ -5,7 +5,10 @@ send, and `commit()` submits one entity-group transaction whose first operation 
 inbox marker for the incoming message id; the same transaction carries, as room allows, the
 "dispatched" marks of rows published after the partition's previous commit (`marks`).
 A duplicate delivery makes that insert fail, so the whole transaction is rejected and
-`Committed.duplicate` is True: no second effect. A stale ETag (412) on the state row raises
+`Committed.duplicate` is True: no second effect. The marker records the disposition decided
+for the message (complete, or dead-letter with reason and description); a duplicate reads it
+back (one point read, on the duplicate path only) so a redelivery after a lost settlement is
+settled the same way. A stale ETag (412) on the state row raises
 `ConcurrencyConflict`; `run_unit_of_work` reloads and re-decides with bounded, jittered
 retries.
 """
@@ -40,6 +43,10 @@ MAX_ENTITY_BYTES = 1024 * 1024
 MAX_PROPERTY_BYTES = 64 * 1024
 # Multipart headers around each operation in the $batch body (measured: ~400 bytes).
 _PER_OPERATION_OVERHEAD = 512
+
+# The inbox marker's `Disposition`: what settling the message must do, on every delivery.
+COMPLETE = "complete"
+DEAD_LETTER = "dead-letter"
 
 T = TypeVar("T")
 Operation = tuple[str, dict[str, Any], dict[str, Any]]
@@ -168,7 +175,7 @@ class UnitOfWork:
         if self.inbox_id is not None:
             operations.append(("create", {
                 "PartitionKey": self.table_partition, "RowKey": inbox_row(self.inbox_id),
-                "Kind": "inbox", "ReceivedAt": now,
+                "Kind": "inbox", "ReceivedAt": now, **_disposition(self.dead_letter),
             }, {}))
         for row_key, state in self._saved.items():
             entity = {
@@ -210,6 +217,7 @@ class UnitOfWork:
             except TableTransactionError as error:
                 if self._is_duplicate(error, operations):
                     return Committed(self.partition_key, duplicate=True,
+                                     dead_letter=self._recorded_dead_letter(),
                                      unapplied_marks=list(self._marks))
                 if error.index >= len(operations) and _refused_mark(error):
                     del marks[error.index - len(operations)]
@@ -243,6 +251,19 @@ class UnitOfWork:
             return []
         return marks
 
+    def _recorded_dead_letter(self) -> DeadLetterRequest | None:
+        """The disposition the first delivery committed, from its inbox marker."""
+        assert self.inbox_id is not None
+        try:
+            marker = self.table.get_entity(self.table_partition, inbox_row(self.inbox_id))
+        except ResourceNotFoundError as error:  # purged since the insert failed: decide anew
+            raise ConcurrencyConflict(f"inbox marker {self.inbox_id} vanished") from error
+        except AzureError as error:
+            raise map_storage_error(error) from error
+        if marker.get("Disposition") != DEAD_LETTER:
+            return None
+        return DeadLetterRequest(marker["DeadLetterReason"], marker["DeadLetterDescription"])
+
     def _is_duplicate(self, error: TableTransactionError, operations: list[Operation]) -> bool:
         return (
             self.inbox_id is not None
@@ -250,6 +271,13 @@ class UnitOfWork:
             and _error_code(error) == "EntityAlreadyExists"
             and operations[0][1]["RowKey"] == inbox_row(self.inbox_id)
         )
+
+
+def _disposition(dead_letter: DeadLetterRequest | None) -> dict[str, str]:
+    if dead_letter is None:
+        return {"Disposition": COMPLETE}
+    return {"Disposition": DEAD_LETTER, "DeadLetterReason": dead_letter.reason,
+            "DeadLetterDescription": dead_letter.description}
 
 
 def check_transaction_limits(operations: list[Operation]) -> None:
