@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -26,6 +28,8 @@ class Faults:
         self.busy: dict[str, int] = {}
         self.duplicates: dict[str, int] = {}
         self.duplicate_sends: dict[str, int] = {}
+        # entity -> (set once a send is held, the held sends' continuations)
+        self.holds: dict[str, tuple[threading.Event, list[Callable[[], None]]]] = {}
 
     @staticmethod
     def _take(counts: dict[str, int], path: str) -> bool:
@@ -54,7 +58,23 @@ class Faults:
         whose acknowledgement was lost."""
         return bool(self.duplicate_sends) and self._take(self.duplicate_sends, path)
 
+    def hold_send(self, path: str, resume: Callable[[], None]) -> bool:
+        """True if this send is held: `resume` runs when the entity's sends are released."""
+        hold = self.holds.get(path.lower())
+        if hold is None:
+            return False
+        held, resumes = hold
+        resumes.append(resume)
+        held.set()
+        return True
+
+    def release(self, path: str) -> None:
+        for resume in self.holds.pop(path.lower(), (None, []))[1]:
+            resume()
+
     def clear(self) -> None:
+        for path in list(self.holds):
+            self.release(path)
         self.busy.clear()
         self.duplicates.clear()
         self.duplicate_sends.clear()
@@ -116,12 +136,25 @@ class FaultInjector:
             lambda: self._arm(self._stack.fault_state.duplicate_sends, entity, times)
         )
 
+    def hold_sends(self, entity: str) -> threading.Event:
+        """Leave sends to `entity` (a queue or topic) unanswered until `release_sends`; the
+        sender waits as for a slow or busy entity while other entities answer. The Event is
+        set once a send is being held."""
+        held = threading.Event()
+        self._stack.call(lambda: self._stack.fault_state.holds.setdefault(
+            entity.lower(), (held, [])))
+        return held
+
+    def release_sends(self, entity: str) -> None:
+        """Accept the sends held on `entity` (in order) and stop holding new ones."""
+        self._stack.call(lambda: self._stack.fault_state.release(entity))
+
     def add_latency(self, seconds: float) -> None:
         """Hold every frame the server writes for `seconds` (0 removes the latency)."""
         self._stack.call(lambda: self._set_latency(seconds))
 
     def clear(self) -> None:
-        """Remove pending faults and latency."""
+        """Remove pending faults and latency (held sends are released)."""
         self._stack.call(self._clear)
 
     # HTTP admin API

@@ -69,13 +69,30 @@ class _SenderLinkHandler(LinkHandler):
         self._path = path
 
     def on_transfer(self, link: Link, delivery: IncomingDelivery) -> Described | None:
+        faults = self._broker.faults
+        if faults is not None and faults.hold_send(
+                self._path, lambda: self._settle_held(link, delivery)):
+            return None
+        self._store(delivery)
+        return ACCEPTED_STATE
+
+    def _store(self, delivery: IncomingDelivery) -> None:
         broker = self._broker
         if delivery.message_format == BATCH_FORMAT:
             for data in Message(delivery.payload).data_sections():
                 broker.send(self._path, StoredMessage.from_payload(data))
         else:
             broker.send(self._path, StoredMessage.from_payload(delivery.payload))
-        return ACCEPTED_STATE
+
+    def _settle_held(self, link: Link, delivery: IncomingDelivery) -> None:
+        if link.detached:  # the client gave up: it will send again
+            return
+        try:
+            self._store(delivery)
+            state: Described = ACCEPTED_STATE
+        except AmqpError as exc:
+            state = rejected(exc)
+        link.settle_incoming(delivery, state)
 
 
 class _ReceiverLinkHandler(LinkHandler):
