@@ -69,6 +69,9 @@ class CapturingPublisher:
     def publish(self, rows: Sequence[OutboxRow]) -> None:
         self.sent.extend(row.envelope for row in rows)
 
+    def close(self) -> None:
+        """Holds no client."""
+
 
 @dataclass
 class Figures:

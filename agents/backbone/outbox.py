@@ -18,7 +18,8 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
@@ -241,6 +242,18 @@ class OutboxRelay:
             " and DispatchedAt lt @cutoff", cutoff=cutoff))
         self._delete(markers + dispatched)
         return PurgeReport(inbox_markers=len(markers), dispatched_rows=len(dispatched))
+
+    def close(self) -> None:
+        """Write the marks this relay still remembers. The table and the publisher stay open:
+        they belong to whoever built the relay (several relays may share them)."""
+        self.flush()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
 
     def _is_remembered(self, row: OutboxRow) -> bool:
         entry = self._unmarked.get(row.partition_key)

@@ -3,6 +3,10 @@
 Every adapter sends each outbox row with MessageId = row id (= event id), so a re-send after
 a crash is absorbed by Service Bus duplicate detection (and by consumers' inboxes elsewhere).
 Any SDK failure raises `PublishFailed`; the rows then stay pending.
+
+A publisher owns the SDK clients it is given: `close()` (or leaving its `with` block) closes
+them. Each destination has its own sender and lock, so a busy or reconnecting entity delays
+only the rows sent to it.
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Protocol, Self
 
 from azure.core.exceptions import AzureError
 from azure.eventgrid import EventGridPublisherClient
@@ -40,9 +46,26 @@ _EVENTGRID_CHUNK = 100
 
 
 class Publisher(Protocol):
-    """Sends outbox rows to their `destination`; raises `PublishFailed` if any did not go."""
+    """Sends outbox rows to their `destination`; raises `PublishFailed` if any did not go.
+    `close()` releases the clients it holds."""
 
     def publish(self, rows: Sequence[OutboxRow]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Closing:
+    """`with publisher:` closes it on the way out."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
 
 
 def by_destination(rows: Sequence[OutboxRow]) -> dict[str, list[OutboxRow]]:
@@ -62,8 +85,9 @@ def refuse_scheduled(rows: Sequence[OutboxRow], service: str) -> None:
                 f"{row.message_id}, scheduled for {row.scheduled_at}) to a Service Bus entity")
 
 
-class RoutingPublisher:
-    """Routes each destination to the publisher that owns it (Service Bus, Event Hubs, ...)."""
+class RoutingPublisher(Closing):
+    """Routes each destination to the publisher that owns it (Service Bus, Event Hubs, ...);
+    closing it closes each route once."""
 
     def __init__(self, routes: Mapping[str, Publisher]) -> None:
         self._routes = dict(routes)
@@ -74,6 +98,10 @@ class RoutingPublisher:
             if route is None:
                 raise ConfigurationError(f"no publisher routes destination {destination!r}")
             route.publish(group)
+
+    def close(self) -> None:
+        for route in {id(route): route for route in self._routes.values()}.values():
+            route.close()
 
 
 def _properties(envelope: Envelope) -> dict[str | bytes, Any]:
@@ -100,11 +128,21 @@ def to_servicebus_message(row: OutboxRow, *, session: bool = False) -> ServiceBu
     )
 
 
-class ServiceBusPublisher:
+@dataclass
+class _Sender:
+    """One entity's sender and the lock its sends take (the SDK's sync senders are not
+    thread-safe; the Functions worker calls from a pool)."""
+
+    sender: ServiceBusSender
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ServiceBusPublisher(Closing):
     """Sends rows in `ServiceBusMessageBatch`es, one sender per queue or topic.
 
     `topics` names the destinations that are topics; every other destination is a queue.
     `sessions` names the session-enabled ones (SessionId = the event's partition key).
+    Sends to different entities run in parallel; closing closes the senders and `client`.
     """
 
     def __init__(self, client: ServiceBusClient, *, topics: Collection[str] = (),
@@ -112,34 +150,35 @@ class ServiceBusPublisher:
         self._client = client
         self._topics = frozenset(topics)
         self._sessions = frozenset(sessions)
-        self._senders: dict[str, ServiceBusSender] = {}
-        # The SDK's sync senders are not thread-safe; the Functions worker calls from a pool.
-        self._lock = threading.Lock()
+        self._senders: dict[str, _Sender] = {}
+        self._lock = threading.Lock()  # guards `_senders` only, never held across a send
 
     def publish(self, rows: Sequence[OutboxRow]) -> None:
-        with self._lock:
-            for destination, group in by_destination(rows).items():
-                try:
-                    self._send(self._sender(destination), group,
-                               session=destination in self._sessions)
-                except _SDK_ERRORS as error:
-                    raise PublishFailed(
-                        f"Service Bus send to {destination} failed: {error}") from error
+        for destination, group in by_destination(rows).items():
+            target = self._sender(destination)
+            try:
+                with target.lock:
+                    self._send(target.sender, group, session=destination in self._sessions)
+            except _SDK_ERRORS as error:
+                raise PublishFailed(
+                    f"Service Bus send to {destination} failed: {error}") from error
 
     def close(self) -> None:
         with self._lock:
-            for sender in self._senders.values():
-                sender.close()
-            self._senders.clear()
+            senders, self._senders = list(self._senders.values()), {}
+        for target in senders:
+            with target.lock:
+                target.sender.close()
+        self._client.close()
 
-    def _sender(self, destination: str) -> ServiceBusSender:
-        if destination not in self._senders:
-            self._senders[destination] = (
-                self._client.get_topic_sender(destination)
-                if destination in self._topics
-                else self._client.get_queue_sender(destination)
-            )
-        return self._senders[destination]
+    def _sender(self, destination: str) -> _Sender:
+        with self._lock:  # creating a sender does no I/O: it connects on its first send
+            if destination not in self._senders:
+                self._senders[destination] = _Sender(
+                    self._client.get_topic_sender(destination)
+                    if destination in self._topics
+                    else self._client.get_queue_sender(destination))
+            return self._senders[destination]
 
     @staticmethod
     def _send(sender: ServiceBusSender, rows: list[OutboxRow], *, session: bool) -> None:
@@ -169,10 +208,12 @@ def to_event_data(row: OutboxRow) -> EventData:
     return event
 
 
-class EventHubsPublisher:
+class EventHubsPublisher(Closing):
     """Sends rows in `EventDataBatch`es, one batch per (hub, hashed partition key).
 
-    `producers` gives the producer for a hub name (destination = hub name).
+    `producers` gives the producer for a hub name (destination = hub name). Producers given
+    as a mapping are this publisher's and `close()` closes them; a callable's producers
+    belong to whoever provides them.
     """
 
     def __init__(
@@ -183,8 +224,10 @@ class EventHubsPublisher:
     ) -> None:
         self._producers = producers
         self.partition_keys = partition_keys or PartitionKeys()
-        # One send at a time per publisher: the sync producer is shared across threads.
-        self._lock = threading.Lock()
+        # One send at a time per hub (its sync producer is shared across threads), so a slow
+        # hub delays only its own rows.
+        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_lock = threading.Lock()
 
     def publish(self, rows: Sequence[OutboxRow]) -> None:
         for hub, group in by_destination(rows).items():
@@ -193,12 +236,19 @@ class EventHubsPublisher:
             by_key: dict[str, list[OutboxRow]] = defaultdict(list)
             for row in group:
                 by_key[self.partition_keys.for_event(row.envelope)].append(row)
+            with self._locks_lock:
+                lock = self._locks[hub]
             try:
-                with self._lock:
+                with lock:
                     for key, keyed in by_key.items():
                         self._send(producer, key, keyed)
             except _SDK_ERRORS as error:
                 raise PublishFailed(f"Event Hubs send to {hub} failed: {error}") from error
+
+    def close(self) -> None:
+        if not callable(self._producers):
+            for producer in self._producers.values():
+                producer.close()
 
     def _producer(self, hub: str) -> EventHubProducerClient:
         if callable(self._producers):
@@ -225,10 +275,11 @@ class EventHubsPublisher:
             producer.send_batch(batch)
 
 
-class EventGridPublisher:
+class EventGridPublisher(Closing):
     """Sends rows as CloudEvents through `EventGridPublisherClient`, one client per topic.
 
-    `clients` maps a destination name to the client for that topic endpoint.
+    `clients` maps a destination name to the client for that topic endpoint; `close()`
+    closes them.
     """
 
     def __init__(self, clients: Mapping[str, EventGridPublisherClient]) -> None:
@@ -246,3 +297,7 @@ class EventGridPublisher:
                     client.send(events[start:start + _EVENTGRID_CHUNK])
             except _SDK_ERRORS as error:
                 raise PublishFailed(f"Event Grid send to {destination} failed: {error}") from error
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()

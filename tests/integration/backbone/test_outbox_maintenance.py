@@ -76,3 +76,11 @@ def backdate_dispatch(table, partition: str, row_key: str, when: datetime) -> No
 def never_sent_inbox(snapshot, partition: str) -> str:
     [key] = [k for k in snapshot if k[0] == partition and k[1].startswith("inbox|")]
     return key[1].removeprefix("inbox|")
+
+
+def test_leaving_a_relay_marks_the_rows_it_published_but_had_not_marked(table, processor):
+    processor.handle(increment_command("c1"), increment)
+    assert processor.relay.pending("c1") != []  # published, its mark still remembered
+    with processor.relay as relay:
+        pass
+    assert (relay.unmarked("c1"), relay.pending("c1")) == ([], [])

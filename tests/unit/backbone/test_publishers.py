@@ -18,9 +18,13 @@ from agents.backbone import (
 class Recording:
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
+        self.closed = 0
 
     def publish(self, rows):
         self.batches.append([row.destination for row in rows])
+
+    def close(self):
+        self.closed += 1
 
 
 def row(destination: str, scheduled: bool = False) -> OutboxRow:
@@ -35,6 +39,13 @@ def test_rows_go_to_the_publisher_of_their_destination_in_one_call_each():
         [row("orders-saga"), row("fraud-payments"), row("orders-saga")])
     assert bus.batches == [["orders-saga", "orders-saga"]]
     assert hub.batches == [["fraud-payments"]]
+
+
+def test_leaving_a_routing_publisher_closes_each_route_once():
+    bus, hub = Recording(), Recording()
+    with RoutingPublisher({"orders-saga": bus, "orders-inventory": bus, "fraud-payments": hub}):
+        pass
+    assert (bus.closed, hub.closed) == (1, 1)
 
 
 def test_an_unrouted_destination_is_a_configuration_error():
