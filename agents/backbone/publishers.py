@@ -16,19 +16,9 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from azure.core.exceptions import AzureError
-from azure.eventgrid import EventGridPublisherClient
-from azure.eventhub import EventData, EventDataBatch, EventHubProducerClient
-from azure.eventhub.exceptions import EventHubError
-from azure.servicebus import (
-    ServiceBusClient,
-    ServiceBusMessage,
-    ServiceBusMessageBatch,
-    ServiceBusSender,
-)
-from azure.servicebus.exceptions import ServiceBusError
 
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import ConfigurationError, PublishFailed
@@ -41,7 +31,18 @@ from agents.backbone.wire import (
     to_cloudevent,
 )
 
-_SDK_ERRORS = (AzureError, ServiceBusError, EventHubError, OSError)
+# The SDKs load on first use (cold start): an adapter's client exists before it publishes.
+if TYPE_CHECKING:
+    from azure.eventgrid import EventGridPublisherClient
+    from azure.eventhub import EventData, EventDataBatch, EventHubProducerClient
+    from azure.servicebus import (
+        ServiceBusClient,
+        ServiceBusMessage,
+        ServiceBusMessageBatch,
+        ServiceBusSender,
+    )
+
+_SDK_ERRORS = (AzureError, OSError)  # ServiceBusError and Event Grid's errors are AzureErrors
 _EVENTGRID_CHUNK = 100
 
 
@@ -114,6 +115,8 @@ def to_servicebus_message(row: OutboxRow, *, session: bool = False) -> ServiceBu
     `session=True` sets SessionId = the event's partition key, so a session-enabled entity
     keeps one aggregate's messages in order (DESIGN 3.9).
     """
+    from azure.servicebus import ServiceBusMessage
+
     envelope = row.envelope
     return ServiceBusMessage(
         encode_body(envelope),
@@ -198,6 +201,8 @@ class ServiceBusPublisher(Closing):
 
 
 def to_event_data(row: OutboxRow) -> EventData:
+    from azure.eventhub import EventData
+
     envelope = row.envelope
     event = EventData(encode_body(envelope))
     event.content_type = CLOUDEVENTS_CONTENT_TYPE
@@ -230,6 +235,8 @@ class EventHubsPublisher(Closing):
         self._locks_lock = threading.Lock()
 
     def publish(self, rows: Sequence[OutboxRow]) -> None:
+        from azure.eventhub.exceptions import EventHubError
+
         for hub, group in by_destination(rows).items():
             refuse_scheduled(group, "Event Hubs")
             producer = self._producer(hub)
@@ -242,7 +249,7 @@ class EventHubsPublisher(Closing):
                 with lock:
                     for key, keyed in by_key.items():
                         self._send(producer, key, keyed)
-            except _SDK_ERRORS as error:
+            except (*_SDK_ERRORS, EventHubError) as error:
                 raise PublishFailed(f"Event Hubs send to {hub} failed: {error}") from error
 
     def close(self) -> None:

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
-
-from azure.core.credentials import AzureKeyCredential, TokenCredential
-from azure.data.tables import TableServiceClient
-from azure.eventgrid import EventGridPublisherClient
-from azure.eventhub import EventHubProducerClient
-from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
-from azure.servicebus import ServiceBusClient
+from typing import TYPE_CHECKING, Any
 
 from agents.backbone.errors import ConfigurationError
+
+# Each SDK loads when its first client is built, not at import (cold start).
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+    from azure.data.tables import TableServiceClient
+    from azure.eventgrid import EventGridPublisherClient
+    from azure.eventhub import EventHubProducerClient
+    from azure.servicebus import ServiceBusClient
 
 
 def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
@@ -29,6 +30,8 @@ def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
 def credential(name: str, env: Mapping[str, str] | None = None) -> TokenCredential:
     """ManagedIdentityCredential when `<NAME>__credential=managedidentity`, else
     DefaultAzureCredential; both honour `<NAME>__clientId` (user-assigned identity)."""
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
     values = _env(env)
     client_id = values.get(f"{name}__clientId")
     if values.get(f"{name}__credential", "").lower() == "managedidentity":
@@ -47,6 +50,8 @@ def _required(name: str, suffix: str, env: Mapping[str, str]) -> str:
 
 def servicebus_client(name: str, *, env: Mapping[str, str] | None = None, **kwargs: Any
                       ) -> ServiceBusClient:
+    from azure.servicebus import ServiceBusClient
+
     values = _env(env)
     if connection := values.get(name):
         return ServiceBusClient.from_connection_string(connection, **kwargs)
@@ -56,6 +61,8 @@ def servicebus_client(name: str, *, env: Mapping[str, str] | None = None, **kwar
 
 def eventhub_producer(name: str, eventhub_name: str, *, env: Mapping[str, str] | None = None,
                       **kwargs: Any) -> EventHubProducerClient:
+    from azure.eventhub import EventHubProducerClient
+
     values = _env(env)
     if connection := values.get(name):
         return EventHubProducerClient.from_connection_string(
@@ -67,6 +74,8 @@ def eventhub_producer(name: str, eventhub_name: str, *, env: Mapping[str, str] |
 def table_service(name: str = "STATE_STORAGE", *, env: Mapping[str, str] | None = None,
                   **kwargs: Any) -> TableServiceClient:
     """Pass `raw_request_hook=RequestCounter().hook` or `transport=` through `kwargs`."""
+    from azure.data.tables import TableServiceClient
+
     values = _env(env)
     if connection := values.get(name):
         return TableServiceClient.from_connection_string(connection, **kwargs)
@@ -76,6 +85,9 @@ def table_service(name: str = "STATE_STORAGE", *, env: Mapping[str, str] | None 
 
 def eventgrid_publisher(name: str, *, env: Mapping[str, str] | None = None, **kwargs: Any
                         ) -> EventGridPublisherClient:
+    from azure.core.credentials import AzureKeyCredential
+    from azure.eventgrid import EventGridPublisherClient
+
     values = _env(env)
     endpoint = _required(name, "topicEndpointUri", values)
     if key := values.get(f"{name}__topicKey"):
