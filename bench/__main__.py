@@ -3,7 +3,7 @@
 import sys
 from collections.abc import Callable
 
-from bench import devstack_bench, eventhubs_bench, orders_bench, ratelimit_bench
+from bench import cold_start, devstack_bench, eventhubs_bench, orders_bench, ratelimit_bench
 
 # One line per benchmark module: its `main` prints its figures and returns an exit code.
 BENCHMARKS: list[Callable[[], int | None]] = [
@@ -11,6 +11,7 @@ BENCHMARKS: list[Callable[[], int | None]] = [
     devstack_bench.main,
     eventhubs_bench.main,
     ratelimit_bench.main,
+    cold_start.main,
 ]
 
 if __name__ == "__main__":
