@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from devstack.azurite import Azurite
+from devstack.llm import LocalModelServer
 from devstack.server import DevStack
 
 ENTITY_CONFIGS = Path(__file__).resolve().parent.parent / "infra" / "entities"
@@ -32,3 +33,12 @@ def devstack() -> Iterator[DevStack]:
     configs = [ENTITY_CONFIGS / "servicebus.json", ENTITY_CONFIGS / "eventhubs.json"]
     with DevStack(configs, port=0) as stack:
         yield stack
+
+
+@pytest.fixture
+def local_model() -> Iterator[LocalModelServer]:
+    """devstack's local model endpoint on a free port (Azure OpenAI and OpenAI REST shapes);
+    `.base_url`, `.openai_base_url`, `.faults`, `.requests`. Build your own
+    `LocalModelServer(port=0, clock=...)` to move an outage's clock by hand."""
+    with LocalModelServer(port=0) as server:
+        yield server
