@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 from azure.data.tables import TableClient
 
-from agents.backbone import Envelope, MessageProcessor, OutboxRelay, Outcome, UnitOfWork
+from agents.backbone import (
+    Envelope,
+    MessageProcessor,
+    OutboxRelay,
+    Outcome,
+    SchemaRegistry,
+    UnitOfWork,
+)
 from agents.backbone.tables import table_key
 from agents.reasoning import Answer, Reasoner, RecordedAnswers, answer_row, azure_openai, record
 from devstack.llm import LocalModelServer
@@ -29,7 +36,8 @@ def server() -> Iterator[LocalModelServer]:
 
 @pytest.fixture
 def processor(table: TableClient) -> MessageProcessor:
-    return MessageProcessor(table, OutboxRelay(table, BrokerPublisher(InMemoryBroker())))
+    return MessageProcessor(table, OutboxRelay(table, BrokerPublisher(InMemoryBroker())),
+                            registry=SchemaRegistry())
 
 
 @pytest.fixture
