@@ -31,6 +31,7 @@ from urllib.parse import unquote
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from devstack.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
 
@@ -56,7 +57,7 @@ _SERVER_BUSY_BODY = (
 )
 
 
-@dataclass
+@dataclass(eq=False)
 class StorageFault:
     """One armed fault: `kind` on a `share` of the requests that match `service` (blob,
     queue, table; None: any) and `resource` (a table, container or queue name; None: any),
@@ -195,7 +196,9 @@ class StorageProxy:
             headers = {name: value for name, value in request.headers.items()
                        if name.lower() not in _NOT_FORWARDED}
             async with self._session.request(
-                    request.method, upstream + request.path_qs, headers=headers,
+                    # As sent (still percent-encoded): Shared Key signs the encoded path.
+                    request.method, URL(upstream + request.raw_path, encoded=True),
+                    headers=headers,
                     data=body if body else None) as answer:
                 answered = await answer.read()
                 if fault is not None:  # drop-response: the write is applied, the answer lost
@@ -290,30 +293,41 @@ class StorageFaultInjector:
     def __init__(self, proxy: StorageProxy) -> None:
         self._proxy = proxy
 
-    def arm(self, fault: StorageFault) -> None:
+    def arm(self, fault: StorageFault) -> StorageFault:
+        """Arm `fault` (alongside the others); `disarm` it to end it early."""
         self._proxy.call(lambda: self._proxy.state.rules.append(fault))
+        return fault
+
+    def disarm(self, fault: StorageFault) -> None:
+        """Remove one armed fault (a no-op if it is gone already)."""
+
+        def remove() -> None:
+            if fault in self._proxy.state.rules:
+                self._proxy.state.rules.remove(fault)
+
+        self._proxy.call(remove)
 
     def unavailable(self, share: float = 1.0, *, service: str | None = None,
-                    resource: str | None = None, times: int | None = None) -> None:
+                    resource: str | None = None, times: int | None = None) -> StorageFault:
         """Answer a share of the matching requests with 503 ServerBusy, not forwarded."""
-        self.arm(StorageFault(UNAVAILABLE, share, service, resource, times))
+        return self.arm(StorageFault(UNAVAILABLE, share, service, resource, times))
 
     def timeout(self, seconds: float, share: float = 1.0, *, service: str | None = None,
-                resource: str | None = None, times: int | None = None) -> None:
+                resource: str | None = None, times: int | None = None) -> StorageFault:
         """Hold a share of the matching requests for `seconds`, then cut the connection
         without forwarding them."""
-        self.arm(StorageFault(TIMEOUT, share, service, resource, times, seconds))
+        return self.arm(StorageFault(TIMEOUT, share, service, resource, times, seconds))
 
     def latency(self, seconds: float, share: float = 1.0, *, service: str | None = None,
-                resource: str | None = None, times: int | None = None) -> None:
+                resource: str | None = None, times: int | None = None) -> StorageFault:
         """Delay a share of the matching requests by `seconds` before forwarding them."""
-        self.arm(StorageFault(LATENCY, share, service, resource, times, seconds))
+        return self.arm(StorageFault(LATENCY, share, service, resource, times, seconds))
 
     def drop_response(self, share: float = 1.0, *, service: str | None = None,
-                      resource: str | None = None, times: int | None = None) -> None:
+                      resource: str | None = None, times: int | None = None) -> StorageFault:
         """Forward a share of the matching writes, then cut the connection instead of
         passing the answer on: the write is applied, the client never learns it."""
-        self.arm(StorageFault(DROP_RESPONSE, share, service, resource, times))
+        return self.arm(StorageFault(DROP_RESPONSE, share, service, resource, times))
 
     def injected(self) -> dict[str, int]:
         """How many requests each kind of fault hit so far."""

@@ -15,7 +15,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.data.tables import TableClient, TableServiceClient
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from azure.storage.blob import BlobServiceClient
 
 from devstack.azurite import Azurite
@@ -57,6 +57,18 @@ def test_requests_pass_through_untouched(proxy: StorageProxy, azurite: Azurite) 
     client.upsert_entity({"PartitionKey": "p", "RowKey": "r1", "n": 2})
     assert client.get_entity("p", "r1")["n"] == 2
     assert rows(azurite, name) == ["r1"]
+
+
+def test_keys_that_need_percent_encoding_keep_their_signature(proxy: StorageProxy,
+                                                              azurite: Azurite) -> None:
+    name = table_name()
+    client = through(proxy, name)
+    client.create_table()
+    client.upsert_entity({"PartitionKey": "payments", "RowKey": "card:tok 'a'+b"},
+                         mode=UpdateMode.REPLACE)
+    assert client.get_entity("payments", "card:tok 'a'+b")["RowKey"] == "card:tok 'a'+b"
+    client.delete_entity("payments", "card:tok 'a'+b")
+    assert rows(azurite, name) == []
 
 
 def test_unavailable_answers_503_and_writes_nothing(proxy: StorageProxy,
@@ -144,6 +156,15 @@ def test_a_transaction_is_matched_by_the_table_it_writes(proxy: StorageProxy,
             ("create", {"PartitionKey": "p", "RowKey": "r1"}),
             ("create", {"PartitionKey": "p", "RowKey": "r2"})])
     assert rows(azurite, name) == []
+
+
+def test_a_disarmed_fault_stops(proxy: StorageProxy, azurite: Azurite) -> None:
+    name = table_name()
+    direct(azurite, name).create_table()
+    fault = proxy.faults.unavailable(resource=name)
+    proxy.faults.disarm(fault)
+    through(proxy, name).create_entity({"PartitionKey": "p", "RowKey": "r1"})
+    assert rows(azurite, name) == ["r1"]
 
 
 def test_batch_bodies_name_their_table() -> None:
