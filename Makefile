@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install checkov demo test lint bench clean
+.PHONY: install checkov demo chaos test lint bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ checkov: $(CHECKOV_VENV)/.installed
 
 demo: install
 	$(PY) scripts/demo.py
+
+# A seeded chaos run on the local cloud (500 orders, every fault kind); ARGS="--seed 3 ..." to vary.
+chaos: install
+	$(PY) scripts/chaos.py $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -333,6 +333,10 @@ class StorageFaultInjector:
         """How many requests each kind of fault hit so far."""
         return self._proxy.call(lambda: dict(self._proxy.state.injected))
 
+    def requests(self) -> dict[str, int]:
+        """How many requests each service (blob, queue, table) received so far."""
+        return self._proxy.call(lambda: dict(self._proxy.state.requests))
+
     def clear(self) -> None:
         """Remove every armed fault (the counts of what was injected stay)."""
         self._proxy.call(self._proxy.state.clear)

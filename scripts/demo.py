@@ -267,10 +267,11 @@ class Cloud:
                    if record.succeeded and record.function_name in triggered)
 
 
-def app_settings(azurite: Azurite, devstack: DevStack) -> dict[str, str]:
+def app_settings(storage: str, devstack: DevStack) -> dict[str, str]:
+    """The app's settings for a local cloud; `storage` is the storage connection string."""
     return {
-        "AzureWebJobsStorage": azurite.connection_string,
-        entities.STATE_STORAGE: azurite.connection_string,
+        "AzureWebJobsStorage": storage,
+        entities.STATE_STORAGE: storage,
         entities.CONNECTION: devstack.connection_string,
         entities.FRAUD_CONNECTION: devstack.connection_string,
         entities.FRAUD_EVENTHUBS: devstack.connection_string,
@@ -295,7 +296,7 @@ async def local_cloud() -> AsyncIterator[Cloud]:
             port=0))
         bootstrap.configure(None)  # the host path: adapters from the app settings
         servers.callback(bootstrap.configure, None)
-        host = FunctionsHost(ROOT, settings=app_settings(azurite, devstack))
+        host = FunctionsHost(ROOT, settings=app_settings(azurite.connection_string, devstack))
         await host.start()
         try:
             async with AsyncExitStack() as opened:

@@ -1,0 +1,1 @@
+"""Runnable scripts (`make demo`, `make chaos`); importable by the tests as `scripts.*`."""
