@@ -52,6 +52,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from agents.backbone.tables import LOG_PREFIX, STATE_ROW, prefix_filter  # noqa: E402
+from agents.contracts.orders import PAYMENT_CHARGED  # noqa: E402
 from agents.ops.config import Catalogue, ServiceBusEntity  # noqa: E402
 from agents.ops.connections import Connections  # noqa: E402
 from agents.ops.deadletters import list_dead_letters  # noqa: E402
@@ -59,7 +60,6 @@ from agents.ops.outbox import pending_rows  # noqa: E402
 from agents.ops.servicebus import peek_all, receiver  # noqa: E402
 from agents.orders import bootstrap, entities  # noqa: E402
 from agents.orders.edge import order_id_for  # noqa: E402
-from agents.orders.handlers import PAYMENT_CHARGED_TYPE  # noqa: E402
 from agents.orders.model import Service  # noqa: E402
 from devstack.azurite import Azurite, free_port  # noqa: E402
 from devstack.server import DevStack  # noqa: E402
@@ -900,7 +900,7 @@ class OrdersWorkload(Workload):
                                          entities.PAYMENTS_HUB)
         charge_events: dict[str, set[str]] = {}
         for event in events:
-            if event.get("type") == PAYMENT_CHARGED_TYPE:
+            if event.get("type") == PAYMENT_CHARGED:
                 charge_events.setdefault(str(event["data"]["orderId"]), set()).add(
                     str(event["id"]))
         answers: dict[str, set[str]] = {plan.key: set() for plan in self.plans}
