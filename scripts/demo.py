@@ -439,7 +439,8 @@ def timeline_table(order: dict[str, Any]) -> Table:
     for column in ("#", "at", "step", "phase", "status", "detail"):
         table.add_column(column)
     colours = {"succeeded": "green", "compensated": "yellow", "failed": "red",
-               "timed out": "red", "aborted": "red", "completed": "bold green"}
+               "timed_out": "red", "in_doubt": "yellow", "late_success": "yellow",
+               "aborted": "red", "completed": "bold green"}
     for number, entry in enumerate(order["timeline"], start=1):
         status = entry["status"]
         table.add_row(str(number), str(entry.get("at") or "-")[11:23], entry["step"],

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -91,12 +91,35 @@ _AWAITING_ACTION = frozenset({StepStatus.STARTED, StepStatus.IN_DOUBT})
 class Phase(StrEnum):
     ACTION = "action"
     COMPENSATION = "compensation"
+    SAGA = "saga"
+    """The saga as a whole (log entries only: no command has this phase)."""
+
+
+class LogEvent(StrEnum):
+    """What a step-log entry records; `attempt` and `reason` carry the details."""
+
+    STARTED = "started"
+    SENT = "sent"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    IN_DOUBT = "in_doubt"
+    ABORTED = "aborted"
+    ABORT_REFUSED = "abort_refused"
+    LATE_SUCCESS = "late_success"
+    LATE_FAILURE = "late_failure"
+    ALERTED = "alerted"
+    COMPENSATED = "compensated"
+    GAVE_UP = "gave_up"
+    COMPLETED = "completed"
+    NOTE = "note"
+    """An entry written as prose before entries were structured: the text is in `reason`."""
 
 
 _CORRELATION = {
     "sagaId": {"type": "string", "minLength": 1},
     "step": {"type": "string", "minLength": 1},
-    "phase": {"enum": [phase.value for phase in Phase]},
+    "phase": {"enum": [Phase.ACTION.value, Phase.COMPENSATION.value]},
     "attempt": {"type": "integer", "minimum": 1},
 }
 REPLY_SCHEMA: dict[str, Any] = {
@@ -180,6 +203,27 @@ class SagaDefinition:
 
 
 @dataclass(frozen=True)
+class LogEntry:
+    """One step-log entry: `step` is "-" for the saga as a whole."""
+
+    step: str
+    phase: Phase
+    event: LogEvent
+    at: datetime | None
+    attempt: int | None = None
+    reason: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> LogEntry:
+        if "Event" not in row:  # written before entries were structured
+            return cls(str(row["Step"]), Phase(row["Phase"]), LogEvent.NOTE, row.get("At"),
+                       reason=str(row.get("What", "")))
+        attempt = row.get("Attempt")
+        return cls(str(row["Step"]), Phase(row["Phase"]), LogEvent(row["Event"]), row.get("At"),
+                   attempt=None if attempt is None else int(attempt), reason=row.get("Reason"))
+
+
+@dataclass(frozen=True)
 class SagaView:
     """A read-only look at one saga's state (for APIs, ops and tests)."""
 
@@ -189,7 +233,7 @@ class SagaView:
     steps: dict[str, dict[str, Any]]
     results: dict[str, Any]
     failure: dict[str, Any] | None
-    log: list[dict[str, Any]] = field(default_factory=list)
+    log: list[LogEntry] = field(default_factory=list)
 
     @property
     def terminal(self) -> bool:
@@ -254,7 +298,7 @@ class SagaEngine:
             source=self.definition.source, subject=uow.partition_key,
             partitionkey=uow.partition_key,
         )
-        self._log(uow, state, "-", "saga", "started")
+        self._log(uow, state, "-", Phase.SAGA, LogEvent.STARTED)
         self._send_action(uow, state, self.definition.steps[0], origin, delay=None)
         uow.save(state)
         return True
@@ -290,14 +334,14 @@ class SagaEngine:
         forward = [n for n in in_flight
                    if self.definition.step(n).kind is not StepKind.COMPENSABLE]
         if forward:
-            self._log(uow, state, forward[0], Phase.ACTION,
-                      f"abort refused: {reason} (past the point of no return)")
+            self._log(uow, state, forward[0], Phase.ACTION, LogEvent.ABORT_REFUSED, reason=reason)
             uow.save(state)
             return False
         for name in in_flight:
             state["steps"][name]["status"] = StepStatus.ABORTED
         state["failure"] = {"step": in_flight[0] if in_flight else "-", "reason": reason}
-        self._log(uow, state, state["failure"]["step"], Phase.ACTION, f"aborted: {reason}")
+        self._log(uow, state, state["failure"]["step"], Phase.ACTION, LogEvent.ABORTED,
+                  reason=reason)
         self._begin_compensation(uow, state, cause, include=in_flight)
         uow.save(state)
         return True
@@ -321,8 +365,7 @@ class SagaEngine:
         return SagaView(
             saga_id=saga_id, status=SagaStatus(state["status"]), data=state["data"],
             steps=steps, results=state["results"], failure=state["failure"],
-            log=[{"step": e["Step"], "phase": e["Phase"], "what": e["What"], "at": e["At"]}
-                 for e in sorted(logs, key=lambda e: str(e["RowKey"]))],
+            log=[LogEntry.from_row(row) for row in sorted(logs, key=lambda e: str(e["RowKey"]))],
         )
 
     def _on_reply(self, uow: UnitOfWork, state: dict[str, Any], event: Envelope, step: str,
@@ -339,26 +382,28 @@ class SagaEngine:
             entry["answered"] = True
             if status not in _AWAITING_ACTION or state["status"] != SagaStatus.RUNNING:
                 # The saga stopped waiting (deadline or abort): the answer is history only.
-                answer = "succeeded" if succeeded else f"failed: {reason}"
-                self._log(uow, state, step, phase,
-                          f"late reply recorded: attempt {attempt} {answer}")
+                if succeeded:
+                    self._log(uow, state, step, phase, LogEvent.LATE_SUCCESS, attempt=attempt)
+                else:
+                    self._log(uow, state, step, phase, LogEvent.LATE_FAILURE, attempt=attempt,
+                              reason=reason)
                 return f"{step} late reply recorded"
             if succeeded:
                 entry["status"] = StepStatus.SUCCEEDED
                 state["results"][step] = event.data.get("result")
-                self._log(uow, state, step, phase, "succeeded")
+                self._log(uow, state, step, phase, LogEvent.SUCCEEDED, attempt=attempt)
                 self._advance(uow, state, step, event)
                 return f"{step} succeeded"
             entry["status"] = StepStatus.FAILED
             state["failure"] = {"step": step, "reason": reason}
-            self._log(uow, state, step, phase, f"failed: {reason}")
+            self._log(uow, state, step, phase, LogEvent.FAILED, attempt=attempt, reason=reason)
             self._begin_compensation(uow, state, event, include=[])
             return f"{step} failed"
         if status is not StepStatus.COMPENSATING or attempt > entry["compensationAttempt"]:
             return f"ignored: late or repeated {step} compensation reply"
         if succeeded:
             entry["status"] = StepStatus.COMPENSATED
-            self._log(uow, state, step, phase, "compensated")
+            self._log(uow, state, step, phase, LogEvent.COMPENSATED, attempt=attempt)
             self._next_compensation(uow, state, event)
             return f"{step} compensated"
         if attempt < entry["compensationAttempt"]:
@@ -378,7 +423,7 @@ class SagaEngine:
                 return self._resend_in_doubt(uow, state, event, definition)
             entry["status"] = StepStatus.TIMED_OUT
             state["failure"] = {"step": step, "reason": "timeout"}
-            self._log(uow, state, step, phase, "timed out")
+            self._log(uow, state, step, phase, LogEvent.TIMED_OUT, attempt=attempt)
             self._begin_compensation(uow, state, event, include=[step])
             return f"{step} timed out"
         if status is not StepStatus.COMPENSATING or entry["compensationAttempt"] != attempt:
@@ -391,11 +436,12 @@ class SagaEngine:
         entry = state["steps"][step.name]
         attempts = entry["attempt"]
         entry["status"] = StepStatus.IN_DOUBT
-        self._log(uow, state, step.name, Phase.ACTION, f"in doubt: attempt {attempts} missed "
-                  "its deadline")
+        self._log(uow, state, step.name, Phase.ACTION, LogEvent.IN_DOUBT, attempt=attempts)
         if attempts == self.definition.in_doubt_alert_after:
-            self._alert(uow, state, cause, step.name,
-                        f"in doubt after {attempts} attempts; still re-sending", attempts)
+            reason = f"in doubt after {attempts} attempts; still re-sending"
+            self._alert(uow, state, cause, step.name, reason, attempts)
+            self._log(uow, state, step.name, Phase.ACTION, LogEvent.ALERTED, attempt=attempts,
+                      reason=reason)
         definition = self.definition
         delay = _backoff(definition.in_doubt_backoff, definition.in_doubt_backoff_max, attempts)
         self._send_action(uow, state, step, cause, delay=delay)
@@ -407,7 +453,7 @@ class SagaEngine:
         position = names.index(done) + 1
         if position == len(names):
             state["status"] = SagaStatus.COMPLETED
-            self._log(uow, state, "-", "saga", SagaStatus.COMPLETED)
+            self._log(uow, state, "-", Phase.SAGA, LogEvent.COMPLETED)
             return
         self._send_action(uow, state, self.definition.steps[position], cause, delay=None)
 
@@ -430,7 +476,8 @@ class SagaEngine:
             gave_up = any(e["status"] == StepStatus.COMPENSATION_FAILED
                           for e in state["steps"].values())
             state["status"] = SagaStatus.FAILED if gave_up else SagaStatus.COMPENSATED
-            self._log(uow, state, "-", "saga", state["status"])
+            self._log(uow, state, "-", Phase.SAGA,
+                      LogEvent.FAILED if gave_up else LogEvent.COMPENSATED)
             return
         step = self.definition.step(queue.pop(0))
         entry = state["steps"][step.name]
@@ -443,16 +490,16 @@ class SagaEngine:
         entry = state["steps"][step]
         attempts = entry["compensationAttempt"]
         if attempts < self.definition.compensation_attempts:
-            self._log(uow, state, step, Phase.COMPENSATION,
-                      f"attempt {attempts} failed: {reason}")
+            self._log(uow, state, step, Phase.COMPENSATION, LogEvent.FAILED, attempt=attempts,
+                      reason=reason)
             definition = self.definition
             backoff = _backoff(definition.compensation_backoff,
                                definition.compensation_backoff_max, attempts)
             self._send_compensation(uow, state, self.definition.step(step), cause, delay=backoff)
             return f"{step} compensation retried"
         entry["status"] = StepStatus.COMPENSATION_FAILED
-        self._log(uow, state, step, Phase.COMPENSATION,
-                  f"gave up after {attempts} attempts: {reason}")
+        self._log(uow, state, step, Phase.COMPENSATION, LogEvent.GAVE_UP, attempt=attempts,
+                  reason=reason)
         alert = self._alert(uow, state, cause, step, reason, attempts)
         uow.request_dead_letter(
             "CompensationExhausted",
@@ -484,7 +531,7 @@ class SagaEngine:
                        if step.payload else state["data"])
         self._command(uow, state, step, cause, step.action, Phase.ACTION, entry["attempt"],
                       payload, delay=delay)
-        self._log(uow, state, step.name, Phase.ACTION, f"sent attempt {entry['attempt']}")
+        self._log(uow, state, step.name, Phase.ACTION, LogEvent.SENT, attempt=entry["attempt"])
 
     def _send_compensation(self, uow: UnitOfWork, state: dict[str, Any], step: SagaStep,
                            cause: Envelope, *, delay: timedelta | None) -> None:
@@ -494,8 +541,8 @@ class SagaEngine:
         payload = {**state["data"], "results": state["results"]}
         self._command(uow, state, step, cause, step.compensation, Phase.COMPENSATION,
                       entry["compensationAttempt"], payload, delay=delay)
-        self._log(uow, state, step.name, Phase.COMPENSATION,
-                  f"sent attempt {entry['compensationAttempt']}")
+        self._log(uow, state, step.name, Phase.COMPENSATION, LogEvent.SENT,
+                  attempt=entry["compensationAttempt"])
 
     def _command(self, uow: UnitOfWork, state: dict[str, Any], step: SagaStep, cause: Envelope,
                  command_type: str, phase: Phase, attempt: int, payload: Mapping[str, Any],
@@ -517,7 +564,13 @@ class SagaEngine:
             uow.emit(timeout, destination=self.definition.reply_to, scheduled_at=deadline)
 
     @staticmethod
-    def _log(uow: UnitOfWork, state: dict[str, Any], step: str, phase: str, what: str) -> None:
+    def _log(uow: UnitOfWork, state: dict[str, Any], step: str, phase: Phase, event: LogEvent,
+             *, attempt: int | None = None, reason: str | None = None) -> None:
         state["logSeq"] += 1
-        uow.append(f"{LOG_PREFIX}{state['logSeq']:06d}",
-                   {"Step": step, "Phase": str(phase), "What": str(what), "At": uow.now()})
+        row: dict[str, Any] = {"Step": step, "Phase": phase.value, "Event": event.value,
+                               "At": uow.now()}
+        if attempt is not None:
+            row["Attempt"] = attempt
+        if reason is not None:
+            row["Reason"] = reason
+        uow.append(f"{LOG_PREFIX}{state['logSeq']:06d}", row)

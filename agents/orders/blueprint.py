@@ -16,7 +16,7 @@ import azure.functions as func
 
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import PoisonMessage
-from agents.backbone.saga import ALERT
+from agents.backbone.saga import ALERT, IN_FLIGHT, LogEntry, LogEvent
 from agents.backbone.wire import parse_servicebus
 from agents.orders import bootstrap, entities, handlers
 from agents.orders.edge import IDEMPOTENCY_HEADER, BadRequest, place_order_request, validated
@@ -44,20 +44,31 @@ def _problem(status: int, detail: str) -> func.HttpResponse:
 
 
 def order_view(record: handlers.OrderRecord) -> dict[str, Any]:
-    """What GET /api/orders/{id} shows: the saga's state and its step timeline."""
+    """What GET /api/orders/{id} shows: the saga's state and its step timeline, each entry
+    the log's structured fields plus a `detail` sentence formatted from them."""
     view = record.saga
-    in_flight = [name for name, step in view.steps.items()
-                 if step["status"] in ("started", "compensating")]
-    timeline = []
-    for entry, at in zip(view.log, record.times, strict=True):
-        what = str(entry["what"])
-        status, _, detail = what.partition(": ")
-        if what.startswith("sent attempt"):
-            status, detail = "sent", what.removeprefix("sent ")
-        timeline.append({"step": entry["step"], "phase": entry["phase"], "status": status,
-                         "at": at.isoformat() if at else None, "detail": detail})
+    in_flight = [name for name, step in view.steps.items() if step["status"] in IN_FLIGHT]
+
+    def detail(entry: LogEntry) -> str:
+        attempt = "" if entry.attempt is None else f"attempt {entry.attempt}"
+        reason = entry.reason or ""
+        if entry.event is LogEvent.IN_DOUBT:
+            return f"{attempt} missed its deadline: the same command goes again"
+        if entry.event in (LogEvent.LATE_SUCCESS, LogEvent.LATE_FAILURE):
+            answer = f"failed ({reason})" if reason else "succeeded"
+            return f"{attempt} {answer} after the saga stopped waiting: recorded only"
+        if entry.event is LogEvent.GAVE_UP:
+            return f"after {entry.attempt} attempts: {reason}"
+        if entry.event is LogEvent.ABORT_REFUSED:
+            return f"{reason}: past the point of no return, the order goes ahead"
+        return ": ".join(part for part in (attempt, reason) if part)
+
+    timeline = [{"step": entry.step, "phase": entry.phase.value, "status": entry.event.value,
+                 "attempt": entry.attempt, "reason": entry.reason,
+                 "at": entry.at.isoformat() if entry.at else None, "detail": detail(entry)}
+                for entry in view.log]
     return {
-        "orderId": view.saga_id, "status": view.status,
+        "orderId": view.saga_id, "status": view.status.value,
         "step": in_flight[0] if in_flight else None,
         "amountCents": view.data["amountCents"], "failure": view.failure,
         "timeline": timeline,

@@ -72,7 +72,7 @@ async def test_a_charge_past_its_deadline_times_out_and_is_compensated(cloud: Cl
     outcome = await demo.run(demo.SLOW_GATEWAY, cloud)
     assert outcome.order["status"] == "compensated"
     assert outcome.order["failure"]["reason"] == "timeout"
-    assert ("charge_payment", "timed out") in [
+    assert ("charge_payment", "timed_out") in [
         (entry["step"], entry["status"]) for entry in outcome.order["timeline"]]
     # The slow gateway did charge (late): the compensation refunds it.
     assert outcome.ledger == Ledger(charges=1, refunds=1, holds=1, releases=1)

@@ -9,6 +9,7 @@ import pytest
 from azure.servicebus import ServiceBusMessage
 
 from agents.backbone import Envelope, InvalidEvent, Settlement, reply_for
+from agents.backbone.saga import LogEvent, Phase
 from tests.integration.backbone.broker import InMemoryBroker
 from tests.integration.backbone.conftest import make_processor
 from tests.integration.backbone.saga_world import (
@@ -162,7 +163,9 @@ def test_a_late_success_for_a_step_being_compensated_is_recorded_and_changes_not
     assert "charge" not in view.results
     assert world.journal == [("stock.reserve", OK), ("payment.charge", "late"),
                              ("payment.refund", OK), ("stock.release", OK)]
-    assert view.log[-1]["what"] == "late reply recorded: attempt 1 succeeded"
+    late = view.log[-1]
+    assert (late.step, late.phase, late.event, late.attempt) == (
+        "charge", Phase.ACTION, LogEvent.LATE_SUCCESS, 1)
 
 
 def test_a_retriable_step_never_answering_is_re_sent_with_growing_delays_and_alerts_once(
@@ -202,7 +205,8 @@ def test_an_abort_with_a_retriable_step_in_flight_is_recorded_and_refused(
     view = world.view("s1")
     assert view.status == "completed"
     assert "payment.refund" not in [kind for kind, _ in world.journal]
-    assert any(e["what"].startswith("abort refused: fraud") for e in view.log)
+    assert [(e.step, e.reason) for e in view.log if e.event is LogEvent.ABORT_REFUSED] == [
+        ("ship", "fraud")]
 
 
 def test_a_failing_compensation_is_retried_until_it_succeeds(processor, broker, schemas):
@@ -285,7 +289,47 @@ def test_the_view_log_carries_each_entry_time_in_order(world):
     world.start("s1", amount=42)
     world.run()
     log = world.view("s1").log
-    times = [entry["at"] for entry in log]
-    assert log[0]["what"] == "started"
+    times = [entry.at for entry in log]
+    assert log[0].event is LogEvent.STARTED
     assert all(at.tzinfo is not None for at in times)
     assert times == sorted(times)
+
+
+def test_the_step_log_records_structured_events_with_attempts(world):
+    world.start("s1")
+    world.run()
+    log = world.view("s1").log
+    assert [(e.step, e.phase, e.event, e.attempt) for e in log] == [
+        ("-", Phase.SAGA, LogEvent.STARTED, None),
+        ("reserve", Phase.ACTION, LogEvent.SENT, 1),
+        ("reserve", Phase.ACTION, LogEvent.SUCCEEDED, 1),
+        ("charge", Phase.ACTION, LogEvent.SENT, 1),
+        ("charge", Phase.ACTION, LogEvent.SUCCEEDED, 1),
+        ("ship", Phase.ACTION, LogEvent.SENT, 1),
+        ("ship", Phase.ACTION, LogEvent.SUCCEEDED, 1),
+        ("-", Phase.SAGA, LogEvent.COMPLETED, None),
+    ]
+
+
+def test_a_failed_compensation_attempt_is_logged_with_its_attempt_and_reason(
+    processor, broker, schemas
+):
+    world = World(processor, broker, schemas,
+                  {"shipping.ship": ["fail"], "payment.refund": ["fail", OK]})
+    world.start("s1")
+    world.run_until_settled()
+    refunds = [(e.event, e.attempt, e.reason) for e in world.view("s1").log
+               if (e.step, e.phase) == ("charge", Phase.COMPENSATION)]
+    assert refunds == [(LogEvent.SENT, 1, None),
+                       (LogEvent.FAILED, 1, "payment.refund refused"),
+                       (LogEvent.SENT, 2, None),
+                       (LogEvent.COMPENSATED, 2, None)]
+
+
+def test_a_log_row_written_as_prose_before_structured_entries_still_reads(world, processor):
+    world.start("s1")
+    processor.table.create_entity({"PartitionKey": "s1", "RowKey": "log|000000",
+                                   "Step": "reserve", "Phase": "action",
+                                   "What": "sent attempt 1"})
+    first = world.view("s1").log[0]
+    assert (first.event, first.reason, first.at) == (LogEvent.NOTE, "sent attempt 1", None)

@@ -188,7 +188,7 @@ async def test_a_step_past_its_deadline_is_compensated_by_a_scheduled_timeout(
     order_id = await api.place(order_body(card=card))
     order = await api.settled(order_id)
     assert order["status"] == "compensated"
-    assert ("charge_payment", "timed out") in [
+    assert ("charge_payment", "timed_out") in [
         (e["step"], e["status"]) for e in order["timeline"]]
 
 
