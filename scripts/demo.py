@@ -294,8 +294,6 @@ async def local_cloud() -> AsyncIterator[Cloud]:
         devstack = servers.enter_context(DevStack(
             [ROOT / "infra/entities/servicebus.json", ROOT / "infra/entities/eventhubs.json"],
             port=0))
-        bootstrap.configure(None)  # the host path: adapters from the app settings
-        servers.callback(bootstrap.configure, None)
         host = FunctionsHost(ROOT, settings=app_settings(azurite.connection_string, devstack))
         await host.start()
         try:

@@ -1,7 +1,9 @@
 """The orders agent's functions: triggers translate Azure messages into handler calls.
 
 Nothing here decides anything about orders; it parses, calls one handler, and maps the
-outcome (or the error) onto an HTTP response or a Service Bus settlement.
+outcome (or the error) onto an HTTP response or a Service Bus settlement. `blueprint(compose)`
+registers them, each a one-line trigger over a plain function that takes the agent; the agent
+is what `compose` returns, called on the first invocation (never at import) and kept.
 """
 
 from __future__ import annotations
@@ -16,15 +18,17 @@ import azure.functions as func
 
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import PoisonMessage
+from agents.backbone.lazy import Lazy
 from agents.backbone.saga import ALERT, IN_FLIGHT, LogEntry, LogEvent
+from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.wire import parse_servicebus
-from agents.orders import bootstrap, entities, handlers
+from agents.orders import entities, handlers
 from agents.orders.edge import IDEMPOTENCY_HEADER, BadRequest, place_order_request, validated
+from agents.orders.handlers import OrdersAgent
 from agents.orders.model import Service
 from agents.orders.simulators import Mode, Switch
 
 log = logging.getLogger(__name__)
-bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 SWEEP_SCHEDULE = "*/30 * * * * *"
 RETENTION_SCHEDULE = "0 15 3 * * *"
@@ -93,35 +97,28 @@ class RedeliverUntilDeadLettered:
 poison_settlement: PoisonSettlement = RedeliverUntilDeadLettered()
 
 
-@bp.function_name("orders_place")
-@bp.route(route="orders", methods=[func.HttpMethod.POST])
-def place_order(req: func.HttpRequest) -> func.HttpResponse:
+def place_order(req: func.HttpRequest, agent: OrdersAgent) -> func.HttpResponse:
     try:
         order = place_order_request(req.headers.get(IDEMPOTENCY_HEADER), req.get_body())
     except BadRequest as error:
         return _problem(400, str(error))
-    context = bootstrap.current()
-    placement = handlers.place_order(order, context)
+    placement = handlers.place_order(order, agent)
     if placement.conflict:
         return _problem(409, f"{IDEMPOTENCY_HEADER} was already used with a different body")
-    record = handlers.get_order(order.order_id, context)
+    record = handlers.get_order(order.order_id, agent)
     assert record is not None, "the order was just found or created"
     return _json(order_view(record), 201 if placement.created else 200,
                  {"Location": f"/api/orders/{order.order_id}"})
 
 
-@bp.function_name("orders_get")
-@bp.route(route="orders/{order_id}", methods=[func.HttpMethod.GET])
-def get_order(req: func.HttpRequest) -> func.HttpResponse:
-    record = handlers.get_order(req.route_params["order_id"], bootstrap.current())
+def get_order(req: func.HttpRequest, agent: OrdersAgent) -> func.HttpResponse:
+    record = handlers.get_order(req.route_params["order_id"], agent)
     if record is None:
         return _problem(404, "no such order")
     return _json(order_view(record), 200)
 
 
-@bp.function_name("orders_simulator_mode")
-@bp.route(route="simulators/{service}/mode", methods=[func.HttpMethod.POST])
-def set_simulator_mode(req: func.HttpRequest) -> func.HttpResponse:
+def set_simulator_mode(req: func.HttpRequest, agent: OrdersAgent) -> func.HttpResponse:
     try:
         service = Service(req.route_params["service"])
     except ValueError:
@@ -130,18 +127,19 @@ def set_simulator_mode(req: func.HttpRequest) -> func.HttpResponse:
         body = validated("simulator-mode", req.get_body())
         switch = Switch(Mode(body["mode"]), float(body.get("slowSeconds", 60.0)))
         scope = str(body.get("scope", "*"))
-        bootstrap.current().switchboard.set(service, scope, switch)
+        agent.switchboard.set(service, scope, switch)
     except (BadRequest, ValueError) as error:
         return _problem(400, str(error))
     return _json({"service": service.value, "scope": scope, "mode": switch.mode.value}, 200)
 
 
-def _consume(message: func.ServiceBusMessage, handle: Callable[[Envelope], object]) -> None:
+def _consume(message: func.ServiceBusMessage, schemas: SchemaRegistry,
+             handle: Callable[[Envelope], object]) -> None:
     """Parse and handle; returning lets the host complete the message (after dispatch),
     raising makes it abandon the message for redelivery."""
     try:
         event = parse_servicebus(message.get_body(), message.application_properties,
-                                 registry=bootstrap.current().schemas)
+                                 registry=schemas)
         handle(event)
     except PoisonMessage as error:
         log.error("poison message %s: %s: %s", message.message_id, error.reason,
@@ -149,72 +147,101 @@ def _consume(message: func.ServiceBusMessage, handle: Callable[[Envelope], objec
         poison_settlement.dead_letter(message, error)
 
 
-def _on_saga_event(event: Envelope) -> None:
-    if event.type == ALERT:
-        log.error("order saga alert: %s", event.data)
-        return
-    outcome = handlers.handle_saga_event(event, bootstrap.current())
-    if outcome.dead_letter is not None:
-        raise PoisonMessage(outcome.dead_letter.description, reason=outcome.dead_letter.reason)
+def on_saga_message(message: func.ServiceBusMessage, agent: OrdersAgent) -> None:
+    """A reply, a step deadline or a fraud alert for an order's saga."""
+
+    def handle(event: Envelope) -> None:
+        if event.type == ALERT:
+            log.error("order saga alert: %s", event.data)
+            return
+        outcome = handlers.handle_saga_event(event, agent)
+        if outcome.dead_letter is not None:
+            raise PoisonMessage(outcome.dead_letter.description,
+                                reason=outcome.dead_letter.reason)
+
+    _consume(message, agent.schemas, handle)
 
 
-@bp.function_name("orders_saga")
-@bp.service_bus_queue_trigger(arg_name="message", queue_name=entities.SAGA_QUEUE,
-                              connection=entities.CONNECTION, auto_complete_messages=True)
-def on_saga_message(message: func.ServiceBusMessage) -> None:
-    _consume(message, _on_saga_event)
-
-
-@bp.function_name("orders_fraud_alert")
-@bp.service_bus_topic_trigger(arg_name="message", topic_name=entities.FRAUD_ALERTS_TOPIC,
-                              subscription_name=entities.FRAUD_ALERTS_SUBSCRIPTION,
-                              connection=entities.FRAUD_CONNECTION, auto_complete_messages=True)
-def on_fraud_alert(message: func.ServiceBusMessage) -> None:
-    _consume(message, _on_saga_event)
-
-
-def _service_command(message: func.ServiceBusMessage) -> None:
+def on_service_command(message: func.ServiceBusMessage, agent: OrdersAgent) -> None:
     delivery_count = message.delivery_count or 1
-    _consume(message, lambda event: handlers.handle_service_command(
-        event, delivery_count, bootstrap.current()))
+    _consume(message, agent.schemas, lambda event: handlers.handle_service_command(
+        event, delivery_count, agent))
 
 
-@bp.function_name("orders_inventory")
-@bp.service_bus_queue_trigger(arg_name="message", queue_name=entities.INVENTORY_QUEUE,
-                              connection=entities.CONNECTION, auto_complete_messages=True)
-def on_inventory_command(message: func.ServiceBusMessage) -> None:
-    _service_command(message)
-
-
-@bp.function_name("orders_payments")
-@bp.service_bus_queue_trigger(arg_name="message", queue_name=entities.PAYMENTS_QUEUE,
-                              connection=entities.CONNECTION, auto_complete_messages=True)
-def on_payment_command(message: func.ServiceBusMessage) -> None:
-    _service_command(message)
-
-
-@bp.function_name("orders_shipping")
-@bp.service_bus_queue_trigger(arg_name="message", queue_name=entities.SHIPPING_QUEUE,
-                              connection=entities.CONNECTION, auto_complete_messages=True)
-def on_shipping_command(message: func.ServiceBusMessage) -> None:
-    _service_command(message)
-
-
-@bp.function_name("orders_outbox_sweeper")
-@bp.timer_trigger(arg_name="timer", schedule=SWEEP_SCHEDULE)
-def sweep_outboxes(timer: func.TimerRequest) -> None:
-    context = bootstrap.current()
-    for processor in context.processors:
+def sweep_outboxes(agent: OrdersAgent) -> None:
+    for processor in agent.processors:
         swept = processor.relay.sweep(older_than=SWEEP_AFTER)
         if swept:
             log.warning("sweeper published %d stale outbox rows from %s", len(swept),
                         processor.table.table_name)
 
 
-@bp.function_name("orders_retention")
-@bp.timer_trigger(arg_name="timer", schedule=RETENTION_SCHEDULE)
-def purge_old_rows(timer: func.TimerRequest) -> None:
-    context = bootstrap.current()
-    for processor in context.processors:
+def purge_old_rows(agent: OrdersAgent) -> None:
+    for processor in agent.processors:
         report = processor.relay.purge(older_than=RETENTION)
         log.info("retention on %s: %s", processor.table.table_name, report)
+
+
+def blueprint(compose: Callable[[], OrdersAgent]) -> func.Blueprint:
+    """The orders functions over one agent, `compose()`d on the first invocation."""
+    agent = Lazy(compose)
+    bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+    @bp.function_name("orders_place")
+    @bp.route(route="orders", methods=[func.HttpMethod.POST])
+    def orders_place(req: func.HttpRequest) -> func.HttpResponse:
+        return place_order(req, agent.get())
+
+    @bp.function_name("orders_get")
+    @bp.route(route="orders/{order_id}", methods=[func.HttpMethod.GET])
+    def orders_get(req: func.HttpRequest) -> func.HttpResponse:
+        return get_order(req, agent.get())
+
+    @bp.function_name("orders_simulator_mode")
+    @bp.route(route="simulators/{service}/mode", methods=[func.HttpMethod.POST])
+    def orders_simulator_mode(req: func.HttpRequest) -> func.HttpResponse:
+        return set_simulator_mode(req, agent.get())
+
+    @bp.function_name("orders_saga")
+    @bp.service_bus_queue_trigger(arg_name="message", queue_name=entities.SAGA_QUEUE,
+                                  connection=entities.CONNECTION, auto_complete_messages=True)
+    def orders_saga(message: func.ServiceBusMessage) -> None:
+        on_saga_message(message, agent.get())
+
+    @bp.function_name("orders_fraud_alert")
+    @bp.service_bus_topic_trigger(arg_name="message", topic_name=entities.FRAUD_ALERTS_TOPIC,
+                                  subscription_name=entities.FRAUD_ALERTS_SUBSCRIPTION,
+                                  connection=entities.FRAUD_CONNECTION,
+                                  auto_complete_messages=True)
+    def orders_fraud_alert(message: func.ServiceBusMessage) -> None:
+        on_saga_message(message, agent.get())
+
+    @bp.function_name("orders_inventory")
+    @bp.service_bus_queue_trigger(arg_name="message", queue_name=entities.INVENTORY_QUEUE,
+                                  connection=entities.CONNECTION, auto_complete_messages=True)
+    def orders_inventory(message: func.ServiceBusMessage) -> None:
+        on_service_command(message, agent.get())
+
+    @bp.function_name("orders_payments")
+    @bp.service_bus_queue_trigger(arg_name="message", queue_name=entities.PAYMENTS_QUEUE,
+                                  connection=entities.CONNECTION, auto_complete_messages=True)
+    def orders_payments(message: func.ServiceBusMessage) -> None:
+        on_service_command(message, agent.get())
+
+    @bp.function_name("orders_shipping")
+    @bp.service_bus_queue_trigger(arg_name="message", queue_name=entities.SHIPPING_QUEUE,
+                                  connection=entities.CONNECTION, auto_complete_messages=True)
+    def orders_shipping(message: func.ServiceBusMessage) -> None:
+        on_service_command(message, agent.get())
+
+    @bp.function_name("orders_outbox_sweeper")
+    @bp.timer_trigger(arg_name="timer", schedule=SWEEP_SCHEDULE)
+    def orders_outbox_sweeper(timer: func.TimerRequest) -> None:
+        sweep_outboxes(agent.get())
+
+    @bp.function_name("orders_retention")
+    @bp.timer_trigger(arg_name="timer", schedule=RETENTION_SCHEDULE)
+    def orders_retention(timer: func.TimerRequest) -> None:
+        purge_old_rows(agent.get())
+
+    return bp

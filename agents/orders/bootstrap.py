@@ -1,18 +1,14 @@
-"""Wires the orders agent's adapters from app settings, once per process.
-
-Tests, the demo and the benchmark call `configure(build(...))` with their own publisher
-(e.g. an in-process broker) and a counting table client; the Functions host path calls
-`current()`, which reads the connection settings.
+"""Composes the orders agent. `bootstrap(env)` returns the `OrdersAgent` wired from app settings
+(what `function_app.py` gives the Blueprint, which calls it on first invocation, never at
+import); `build(tables, publisher, ...)` wires the same agent onto adapters a test, the demo or
+the benchmark chose. Each call returns a new agent with its own schema registry.
 """
 
 from __future__ import annotations
 
-import os
-import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-
-from azure.data.tables import TableServiceClient
+from typing import TYPE_CHECKING
 
 from agents.backbone import settings
 from agents.backbone.outbox import OutboxRelay
@@ -28,9 +24,12 @@ from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.tables import RequestCounter, state_table
 from agents.contracts import fraud, orders
 from agents.orders import entities
-from agents.orders.handlers import OrdersContext
+from agents.orders.handlers import OrdersAgent
 from agents.orders.model import Service, order_saga
 from agents.orders.simulators import Switchboard
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableServiceClient
 
 SAGAS_TABLE = "orders"
 LEDGER_TABLES = {Service.INVENTORY: "ordersinventory", Service.PAYMENTS: "orderspayments",
@@ -49,10 +48,9 @@ def build(
     counter: RequestCounter | None = None,
     table_prefix: str = "",
     now: Callable[[], datetime] | None = None,
-) -> OrdersContext:
+) -> OrdersAgent:
     """`table_prefix` keeps several stacks (tests, the demo) apart in one storage account;
     `now` is the clock deadlines are scheduled by (a test broker's clock it can advance)."""
-
     # What orders publishes and consumes; the saga engine adds its commands and replies.
     schemas = SchemaRegistry({**orders.SCHEMAS, **fraud.SCHEMAS})
 
@@ -61,7 +59,7 @@ def build(
         return MessageProcessor(table, OutboxRelay(table, publisher, now=now), registry=schemas,
                                 counter=counter, now=now)
 
-    return OrdersContext(
+    return OrdersAgent(
         schemas=schemas,
         sagas=processor(SAGAS_TABLE),
         engine=SagaEngine(order_saga(step_timeout, compensation_backoff=compensation_backoff),
@@ -71,7 +69,8 @@ def build(
     )
 
 
-def from_settings(env: Mapping[str, str]) -> OrdersContext:
+def bootstrap(env: Mapping[str, str]) -> OrdersAgent:
+    """The agent on the services the app settings name (`entities` lists the settings)."""
     orders_bus = ServiceBusPublisher(settings.servicebus_client(entities.CONNECTION, env=env))
     payments_stream = EventHubsPublisher({entities.PAYMENTS_HUB: settings.eventhub_producer(
         entities.FRAUD_EVENTHUBS, entities.PAYMENTS_HUB, env=env)})
@@ -80,22 +79,3 @@ def from_settings(env: Mapping[str, str]) -> OrdersContext:
     timeout = float(env.get(STEP_TIMEOUT_SETTING) or DEFAULT_STEP_TIMEOUT.total_seconds())
     return build(settings.table_service(entities.STATE_STORAGE, env=env), publisher,
                  step_timeout=timedelta(seconds=timeout))
-
-
-_lock = threading.Lock()
-_current: OrdersContext | None = None
-
-
-def configure(context: OrdersContext | None) -> None:
-    """Use these adapters from now on (None: read the settings again on next use)."""
-    global _current
-    with _lock:
-        _current = context
-
-
-def current() -> OrdersContext:
-    global _current
-    with _lock:
-        if _current is None:
-            _current = from_settings(os.environ)
-        return _current

@@ -28,8 +28,9 @@ from agents.orders.simulators import Answer, Switchboard, answer, scopes
 log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
-class OrdersContext:
-    """The adapters the handlers use, wired once by `bootstrap` (tests wire their own).
+class OrdersAgent:
+    """The composed orders agent that `bootstrap` returns and the Blueprint keeps (tests build
+    their own): its schema registry, saga engine and adapters.
 
     One `MessageProcessor` per table: it runs a handler in a unit of work on one partition
     and relays the outbox before the trigger settles the message.
@@ -52,7 +53,7 @@ class Placement:
     conflict: bool
 
 
-def place_order(order: Order, context: OrdersContext) -> Placement:
+def place_order(order: Order, agent: OrdersAgent) -> Placement:
     """Start the saga for a new Idempotency-Key, or find the order it already named.
 
     Two racing requests with one key both try to insert the same state row; the loser's
@@ -65,7 +66,7 @@ def place_order(order: Order, context: OrdersContext) -> Placement:
     def decide(uow: UnitOfWork) -> Placement:
         existing = uow.load()
         if existing is None:
-            context.engine.start(uow, order.saga_data())
+            agent.engine.start(uow, order.saga_data())
             decisions.append(Placement(created=True, conflict=False))
         else:
             conflict = existing["data"]["requestHash"] != order.request_hash
@@ -73,9 +74,9 @@ def place_order(order: Order, context: OrdersContext) -> Placement:
         return decisions[-1]
 
     try:
-        context.sagas.run(order.order_id, decide, inbox_id=None)
+        agent.sagas.run(order.order_id, decide, inbox_id=None)
         if not decisions[-1].created:
-            relay = context.sagas.relay
+            relay = agent.sagas.relay
             relay.dispatch(relay.pending(order.order_id))
     except PublishFailed as error:
         if not decisions:
@@ -92,25 +93,25 @@ class OrderRecord:
     """When each step-log entry was written, in the order of `saga.log`."""
 
 
-def get_order(order_id: str, context: OrdersContext) -> OrderRecord | None:
-    view = SagaEngine.view(context.sagas.table, order_id)
+def get_order(order_id: str, agent: OrdersAgent) -> OrderRecord | None:
+    view = SagaEngine.view(agent.sagas.table, order_id)
     if view is None:
         return None
     # SagaView.log leaves out the time each entry was written; read it from the same rows.
-    rows = context.sagas.table.query_entities(
+    rows = agent.sagas.table.query_entities(
         f"PartitionKey eq @pk and {prefix_filter(LOG_PREFIX)}",
         parameters={"pk": table_key(order_id)}, select=["RowKey", "At"])
     times = [row.get("At") for row in sorted(rows, key=lambda row: str(row["RowKey"]))]
     return OrderRecord(view, times if len(times) == len(view.log) else [None] * len(view.log))
 
 
-def handle_saga_event(event: Envelope, context: OrdersContext) -> Outcome[Any]:
+def handle_saga_event(event: Envelope, agent: OrdersAgent) -> Outcome[Any]:
     """A service reply, a step deadline or a fraud alert, applied to its order's saga."""
     if event.type in (REPLY, TIMEOUT):
-        return context.sagas.handle(event, context.engine.handle,
+        return agent.sagas.handle(event, agent.engine.handle,
                                     partition_key=str(event.data["sagaId"]))
     if event.type == fraud.ALERT_RAISED:
-        return context.sagas.handle(event, partial(_abort_for_fraud, engine=context.engine),
+        return agent.sagas.handle(event, partial(_abort_for_fraud, engine=agent.engine),
                                     partition_key=str(event.data["orderId"]))
     raise InvalidEvent(f"the order saga does not handle {event.type}", reason="UnexpectedType")
 
@@ -124,7 +125,7 @@ def _abort_for_fraud(event: Envelope, uow: UnitOfWork, *, engine: SagaEngine) ->
 
 
 def handle_service_command(
-    command: Envelope, delivery_count: int, context: OrdersContext
+    command: Envelope, delivery_count: int, agent: OrdersAgent
 ) -> Outcome[None]:
     """A simulated service performs an action once per ledger key and replies to the saga.
 
@@ -137,13 +138,13 @@ def handle_service_command(
                            reason="UnexpectedType")
     service = SERVICE_OF_ACTION[action]
     payload = command.data["payload"]
-    switch = context.switchboard.lookup(service, scopes(
+    switch = agent.switchboard.lookup(service, scopes(
         payload["orderId"], payload["card"], [item["sku"] for item in payload["items"]]))
     decided = answer(action, switch, delivery_count)
     ledger_key = {Service.PAYMENTS: payload["chargeId"],
                   Service.INVENTORY: payload["reservationId"],
                   Service.SHIPPING: payload["orderId"]}[service]
-    return context.ledgers[service].handle(
+    return agent.ledgers[service].handle(
         command, partial(perform_action, action=action, decided=decided),
         partition_key=ledger_key,
     )

@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
+import azure.functions as func
+import pytest
+
+from agents.backbone import ConfigurationError
 from agents.orders import entities
-from tests.integration.orders.stack import FUNCTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def registered_functions() -> list[Any]:
+    """`app.get_functions()` of a fresh load of function_app.py: an app allows that call
+    once, and other tests call it on the imported `function_app` module."""
+    spec = importlib.util.spec_from_file_location("function_app_under_test",
+                                                  ROOT / "function_app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    functions: list[Any] = module.app.get_functions()
+    return functions
+
+
+FUNCTIONS = registered_functions()
 
 
 def _trigger(name: str) -> dict[str, Any]:
@@ -64,3 +83,16 @@ def test_http_routes_and_methods() -> None:
 def test_timers_sweep_the_outbox_and_purge_old_rows() -> None:
     assert _trigger("orders_outbox_sweeper")["schedule"] == "*/30 * * * * *"
     assert _trigger("orders_retention")["type"] == "timerTrigger"
+
+
+def test_loading_the_app_composes_no_agent_until_a_function_is_invoked(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for setting in (entities.STATE_STORAGE, entities.CONNECTION, entities.FRAUD_CONNECTION,
+                    entities.FRAUD_EVENTHUBS):
+        monkeypatch.delenv(setting, raising=False)
+    by_name = {fn.get_function_name(): fn for fn in registered_functions()}  # no settings: fine
+    get_order = by_name["orders_get"].get_user_function()
+    request = func.HttpRequest("GET", "http://127.0.0.1/api/orders/o1", body=b"",
+                               route_params={"order_id": "o1"})
+    with pytest.raises(ConfigurationError, match=entities.CONNECTION):
+        get_order(request)  # the first invocation composes the agent from the settings

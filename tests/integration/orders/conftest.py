@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.backbone.broker import InMemoryBroker
-from tests.integration.orders.stack import OrdersStack, build_stack, running
+from tests.integration.orders.stack import OrdersStack, build_stack
 
 
 @pytest.fixture
@@ -17,5 +17,5 @@ def broker() -> InMemoryBroker:
 
 @pytest.fixture
 def stack(storage_connection_string: str, broker: InMemoryBroker) -> Iterator[OrdersStack]:
-    with running(build_stack(storage_connection_string, broker)) as built:
+    with build_stack(storage_connection_string, broker) as built:
         yield built

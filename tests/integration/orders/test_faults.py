@@ -20,7 +20,7 @@ from agents.backbone import (
     SchemaRegistry,
     UnitOfWork,
 )
-from agents.orders import blueprint, bootstrap, entities
+from agents.orders import blueprint, entities
 from agents.orders.model import Service
 from agents.orders.simulators import Mode
 from tests.integration.backbone.broker import BrokerPublisher, InMemoryBroker
@@ -29,7 +29,6 @@ from tests.integration.orders.stack import (
     OrdersStack,
     build_stack,
     order_body,
-    running,
 )
 
 
@@ -42,7 +41,7 @@ def _charges_minus_refunds(stack: OrdersStack, order_id: str) -> int:
 def test_every_message_delivered_three_times_has_one_effect(
         storage_connection_string: str) -> None:
     broker = InMemoryBroker(max_delivery_count=5, copies=3)
-    with running(build_stack(storage_connection_string, broker)) as stack:
+    with build_stack(storage_connection_string, broker) as stack:
         order_id = stack.place(order_body())["orderId"]
         deliveries = stack.host.drain()
         per_message = Counter(d.message_id for d in deliveries if d.settlement == "completed")
@@ -82,9 +81,14 @@ class RacingEngine(SagaEngine):
 
 
 def test_two_handlers_racing_on_one_saga_one_wins_the_other_retries_on_412(
-        stack: OrdersStack) -> None:
-    racing = RacingEngine(stack.context.engine, stack.context.schemas)
-    bootstrap.configure(replace(stack.context, engine=racing))
+        storage_connection_string: str) -> None:
+    built = build_stack(storage_connection_string, InMemoryBroker(max_delivery_count=5))
+    racing = RacingEngine(built.agent.engine, built.agent.schemas)
+    with built.with_agent(replace(built.agent, engine=racing)) as stack:
+        _race(stack, racing)
+
+
+def _race(stack: OrdersStack, racing: RacingEngine) -> None:
     order_id = stack.place(order_body())["orderId"]
     assert stack.host.deliver_one(entities.INVENTORY_QUEUE) is not None
     stack.raise_fraud_alert(order_id, "card testing pattern")
@@ -132,7 +136,7 @@ def test_a_crash_between_commit_and_dispatch_is_healed_by_redelivery(
     broker = InMemoryBroker(max_delivery_count=5)
     crashing = CrashingPublisher(BrokerPublisher(broker), entities.PAYMENTS_QUEUE,
                                  after_send=after_send)
-    with running(build_stack(storage_connection_string, broker, crashing)) as stack:
+    with build_stack(storage_connection_string, broker, crashing) as stack:
         order_id = stack.place(order_body())["orderId"]
         deliveries = stack.host.drain()
         saga = [d.settlement for d in deliveries if d.queue == entities.SAGA_QUEUE]
@@ -189,7 +193,7 @@ def test_an_order_stored_while_the_broker_is_down_is_published_by_the_sweeper(
     broker = InMemoryBroker(max_delivery_count=5)
     crashing = CrashingPublisher(BrokerPublisher(broker), entities.INVENTORY_QUEUE,
                                  after_send=False)
-    with running(build_stack(storage_connection_string, broker, crashing)) as stack:
+    with build_stack(storage_connection_string, broker, crashing) as stack:
         order_id = stack.place(order_body())["orderId"]
         assert broker.available(entities.INVENTORY_QUEUE) == []
         monkeypatch.setattr(blueprint, "SWEEP_AFTER", timedelta(0))
@@ -202,7 +206,7 @@ def test_an_order_stored_while_the_broker_is_down_is_published_by_the_sweeper(
 def test_a_shipping_command_failing_every_delivery_is_dead_lettered_then_sent_again(
         storage_connection_string: str) -> None:
     broker = InMemoryBroker(max_delivery_count=2)  # FLAKY fails the first two deliveries
-    with running(build_stack(storage_connection_string, broker)) as stack:
+    with build_stack(storage_connection_string, broker) as stack:
         stack.switch(Service.SHIPPING, "card:tok-courier-down", Mode.FLAKY)
         order_id = stack.place(order_body(card="tok-courier-down"))["orderId"]
         deliveries = stack.host.drain()

@@ -57,7 +57,6 @@ def devstack() -> Iterator[DevStack]:
 @pytest.fixture
 async def orders_host(devstack: DevStack, azurite: Azurite) -> AsyncIterator[FunctionsHost]:
     saved = dict(os.environ)
-    bootstrap.configure(None)  # the host path: adapters from the settings below
     host = FunctionsHost(ROOT, settings={
         "AzureWebJobsStorage": azurite.connection_string,
         entities.STATE_STORAGE: azurite.connection_string,
@@ -72,7 +71,6 @@ async def orders_host(devstack: DevStack, azurite: Azurite) -> AsyncIterator[Fun
         yield host
     finally:
         await host.stop()
-        bootstrap.configure(None)
         os.environ.clear()
         os.environ.update(saved)
 

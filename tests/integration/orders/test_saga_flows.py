@@ -32,7 +32,7 @@ def test_each_charge_goes_onto_the_payment_stream_keyed_by_card(stack: OrdersSta
     stack.host.drain()
     (payment,) = stack.broker.available(entities.PAYMENTS_HUB)
     event = parse_servicebus(payment.body, payment.application_properties,
-                             registry=stack.context.schemas)
+                             registry=stack.agent.schemas)
     assert event.type == "orders.payment.charged"
     assert (event.data["orderId"], event.data["amountCents"]) == (order_id, 2500)
     assert event.partitionkey == body["card"]
