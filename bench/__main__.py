@@ -3,7 +3,14 @@
 import sys
 from collections.abc import Callable
 
-from bench import cold_start, devstack_bench, eventhubs_bench, orders_bench, ratelimit_bench
+from bench import (
+    breaker_bench,
+    cold_start,
+    devstack_bench,
+    eventhubs_bench,
+    orders_bench,
+    ratelimit_bench,
+)
 
 # One line per benchmark module: its `main` prints its figures and returns an exit code.
 BENCHMARKS: list[Callable[[], int | None]] = [
@@ -11,6 +18,7 @@ BENCHMARKS: list[Callable[[], int | None]] = [
     devstack_bench.main,
     eventhubs_bench.main,
     ratelimit_bench.main,
+    breaker_bench.main,
     cold_start.main,
 ]
 

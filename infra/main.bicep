@@ -95,6 +95,18 @@ param openAiModelVersion string = '2024-07-18'
 @minValue(1)
 param openAiCapacity int = 10
 
+@description('Azure OpenAI REST API version the agents call (structured outputs need 2024-08-01-preview or later).')
+param openAiApiVersion string = '2024-10-21'
+
+@description('Seconds before an LLM call times out: short, so the circuit breaker sees a slow provider.')
+@minValue(1)
+param llmTimeoutSeconds int = 10
+
+@description('Retries the openai SDK makes itself before a call counts as failed: few, so the breaker decides.')
+@minValue(0)
+@maxValue(3)
+param llmMaxRetries int = 1
+
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -251,15 +263,23 @@ var telemetrySettings = {
   AZURE_CLIENT_ID: identity.outputs.clientId
 }
 
+// Entra ID token of the app identity (Cognitive Services OpenAI User); there is no key setting.
+// Without a model the agents take their rules-only / manual fallback.
 var reasonerSettings = deployOpenAi ? {
   LLM_PROVIDER: 'azure_openai'
   AZURE_OPENAI_ENDPOINT: openAi.outputs.endpoint
   AZURE_OPENAI_DEPLOYMENT: openAi.outputs.deploymentName
+  AZURE_OPENAI_API_VERSION: openAiApiVersion
 } : {
-  LLM_PROVIDER: 'local'
+  LLM_PROVIDER: 'none'
 }
 
-var appSettings = union(connectionSettings, telemetrySettings, reasonerSettings)
+var llmCallSettings = {
+  LLM_TIMEOUT_SECONDS: string(llmTimeoutSeconds)
+  LLM_MAX_RETRIES: string(llmMaxRetries)
+}
+
+var appSettings = union(connectionSettings, telemetrySettings, reasonerSettings, llmCallSettings)
 
 module premiumApp 'modules/function-app-premium.bicep' = if (!isFlex) {
   name: 'function-app-premium'

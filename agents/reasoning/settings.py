@@ -14,6 +14,7 @@ sees failures) and `LLM_BREAKER_*`.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +34,13 @@ DEFAULT_LOCAL_ENDPOINT = "http://127.0.0.1:5081"
 PROVIDERS = ("azure_openai", "openai_compatible", "local", "none")
 LOCAL_TOKEN = "devstack-local-token"
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+_OTHER_PROVIDERS = {
+    "azure_openai": ("LLM_BASE_URL", "LLM_MODEL"),
+    "local": ("LLM_BASE_URL", "LLM_MODEL"),
+    "openai_compatible": ("AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_DEPLOYMENT",
+                          "AZURE_OPENAI_API_VERSION"),
+}
+log = logging.getLogger("agents.reasoning")
 
 
 def reasoner_from_settings(
@@ -49,6 +57,11 @@ def reasoner_from_settings(
         raise ConfigurationError(f"LLM_PROVIDER={provider!r}: use one of {', '.join(PROVIDERS)}")
     if provider == "none":
         return None
+    if breaker_table is None:
+        log.info("LLM breaker is local to this instance (no breaker table given)")
+    ignored = [name for name in _OTHER_PROVIDERS[provider] if values.get(name, "").strip()]
+    if ignored:
+        log.warning("LLM_PROVIDER=%s ignores %s", provider, ", ".join(ignored))
     model = _model(provider, values)
     breaker = CircuitBreaker(f"llm-{provider}-{model.model}", table=breaker_table,
                              options=breaker_options(values), clock=clock)

@@ -412,6 +412,22 @@ def test_openai_is_optional_and_reached_by_identity_only() -> None:
     assert roles["openAiUserRoleId"]["value"] == "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd"
 
 
+def test_reasoner_settings_name_a_provider_the_code_knows_with_a_timeout_and_few_retries(
+) -> None:
+    from agents.reasoning.settings import PROVIDERS
+
+    reasoner = templates.variable(MAIN, "reasonerSettings")["operator"]["operands"]
+    settings = templates.app_settings()
+
+    assert reasoner["true_value"]["LLM_PROVIDER"] == "azure_openai"
+    assert reasoner["false_value"]["LLM_PROVIDER"] in PROVIDERS
+    assert {"AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_DEPLOYMENT", "AZURE_OPENAI_API_VERSION"} <= set(
+        reasoner["true_value"])
+    assert {"LLM_TIMEOUT_SECONDS", "LLM_MAX_RETRIES"} <= set(settings)
+    assert templates.parameter_default(MAIN, "llmMaxRetries") <= 1
+    assert not [name for name in settings if "KEY" in name.upper() and "OPENAI" in name.upper()]
+
+
 def test_azure_yaml_deploys_the_repository_as_a_python_function_app() -> None:
     azure_yaml = yaml.safe_load((templates.REPO / "azure.yaml").read_text())
 

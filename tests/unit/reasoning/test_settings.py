@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +77,18 @@ def test_importing_the_port_loads_neither_openai_nor_builds_a_client() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_setting_of_another_provider_is_named_in_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="agents.reasoning"):
+        reasoner_from_settings({"LLM_PROVIDER": "local", "LLM_BASE_URL": "http://x/v1",
+                                "LLM_MODEL": ""})
+    assert "LLM_PROVIDER=local ignores LLM_BASE_URL" in caplog.text
+
+
+def test_the_sample_settings_build_the_local_reasoner() -> None:
+    values = json.loads((Path(__file__).parents[3] / "local.settings.sample.json").read_text())
+    reasoner = reasoner_from_settings(values["Values"])
+    assert reasoner is not None and isinstance(reasoner.model, OpenAIChatModel)
+    assert str(reasoner.model.client().base_url).startswith("http://127.0.0.1:5081/openai")
