@@ -10,7 +10,7 @@ drains, and the invariants are checked from what the services hold - tables, que
 dead-letter queues, the payment stream - never from the app's own counters. The report is a
 table of figures and the invariants; the exit code is 0 only if every invariant holds.
 
-    python scripts/chaos.py --seed 7 --orders 500 --duration 150 --faults all [--json]
+    python scripts/chaos.py --seed 7 --orders 500 --duration 250 --faults all [--json]
 """
 
 from __future__ import annotations
@@ -461,7 +461,8 @@ def undrained(cloud: ChaosCloud) -> dict[str, dict[str, int]]:
 
 
 @asynccontextmanager
-async def chaos_cloud(seed: int, workdir: Path) -> AsyncIterator[ChaosCloud]:
+async def chaos_cloud(seed: int, workdir: Path, step_timeout: float
+                      ) -> AsyncIterator[ChaosCloud]:
     """Azurite behind the storage fault proxy, devstack, and the host as a subprocess;
     everything stopped in reverse order on the way out."""
     catalogue = Catalogue.load()
@@ -471,8 +472,9 @@ async def chaos_cloud(seed: int, workdir: Path) -> AsyncIterator[ChaosCloud]:
         devstack = servers.enter_context(DevStack(
             [ROOT / "infra/entities/servicebus.json", ROOT / "infra/entities/eventhubs.json"],
             port=0))
-        host = HostProcess(demo.app_settings(proxy.connection_string, devstack),
-                           workdir / "host.log")
+        settings = {**demo.app_settings(proxy.connection_string, devstack),
+                    bootstrap.STEP_TIMEOUT_SETTING: f"{step_timeout:g}"}
+        host = HostProcess(settings, workdir / "host.log")
         servers.callback(host.stop)
         async with AsyncExitStack() as opened:
             http = await opened.enter_async_context(aiohttp.ClientSession(timeout=HTTP_TIMEOUT))
@@ -723,20 +725,24 @@ class Profile:
     mode: dict[str, Any] | None = None
 
 
-LATE = demo.STEP_TIMEOUT_SECONDS + 3.0  # a reply this late misses its step's deadline
-PROFILES = (
-    Profile("normal", 0.70),
-    Profile("declined", 0.06, card="tok-declined", service=Service.PAYMENTS,
-            mode={"mode": "decline"}),
-    Profile("late-charge", 0.06, card="tok-late", service=Service.PAYMENTS,
-            mode={"mode": "slow", "slowSeconds": LATE}),
-    Profile("flaky-gateway", 0.06, card="tok-flaky", service=Service.PAYMENTS,
-            mode={"mode": "flaky"}),
-    Profile("out-of-stock-after-charge", 0.06, sku="sku-last-one", service=Service.INVENTORY,
-            mode={"mode": "out-of-stock-after-charge"}),
-    Profile("late-shipping", 0.06, sku="sku-slow-parcel", service=Service.SHIPPING,
-            mode={"mode": "slow", "slowSeconds": LATE}),
-)
+def profiles(step_timeout: float) -> tuple[Profile, ...]:
+    """The kinds of order a run mixes; a "late" reply misses its step's deadline by 3 s."""
+    late = step_timeout + 3.0
+    return (
+        Profile("normal", 0.70),
+        Profile("declined", 0.06, card="tok-declined", service=Service.PAYMENTS,
+                mode={"mode": "decline"}),
+        Profile("late-charge", 0.06, card="tok-late", service=Service.PAYMENTS,
+                mode={"mode": "slow", "slowSeconds": late}),
+        Profile("flaky-gateway", 0.06, card="tok-flaky", service=Service.PAYMENTS,
+                mode={"mode": "flaky"}),
+        Profile("out-of-stock-after-charge", 0.06, sku="sku-last-one",
+                service=Service.INVENTORY, mode={"mode": "out-of-stock-after-charge"}),
+        Profile("late-shipping", 0.06, sku="sku-slow-parcel", service=Service.SHIPPING,
+                mode={"mode": "slow", "slowSeconds": late}),
+    )
+
+
 REPOST_SHARE = 0.2
 
 
@@ -789,11 +795,13 @@ class OrdersWorkload(Workload):
 
     name = "orders"
 
-    def __init__(self, rng: random.Random, orders: int, duration: float) -> None:
+    def __init__(self, rng: random.Random, orders: int, duration: float, step_timeout: float
+                 ) -> None:
         self.duration = duration
+        self.profiles = profiles(step_timeout)
         self.plans: list[OrderPlan] = []
         for number in range(orders):
-            profile = rng.choices(PROFILES, [p.weight for p in PROFILES])[0]
+            profile = rng.choices(self.profiles, [p.weight for p in self.profiles])[0]
             repost = rng.choice(("concurrent", "later")) if rng.random() < REPOST_SHARE else None
             body = {"customerId": f"c-{number % 50}", "card": profile.card or f"tok-{number}",
                     "items": [{"sku": profile.sku, "quantity": rng.randint(1, 3),
@@ -805,7 +813,7 @@ class OrdersWorkload(Workload):
         self.poison: list[Promise] = []
 
     async def prepare(self, cloud: ChaosCloud) -> None:
-        for profile in PROFILES:
+        for profile in self.profiles:
             if profile.service is None or profile.mode is None:
                 continue
             scope = f"card:{profile.card}" if profile.card else f"sku:{profile.sku}"
@@ -1009,12 +1017,14 @@ WORKLOADS: dict[str, Callable[[random.Random, Options], Workload]] = {}
 class Options:
     seed: int = 1
     orders: int = 500
-    duration: float = 150.0
+    duration: float = 250.0
     faults: tuple[str, ...] = ALL_FAULTS
     drain_seconds: float = 240.0
+    step_timeout: float = float(demo.STEP_TIMEOUT_SECONDS)
 
 
-WORKLOADS["orders"] = lambda rng, options: OrdersWorkload(rng, options.orders, options.duration)
+WORKLOADS["orders"] = lambda rng, options: OrdersWorkload(rng, options.orders, options.duration,
+                                                         options.step_timeout)
 
 
 @dataclass
@@ -1081,7 +1091,7 @@ async def run_chaos(options: Options, say: Say = demo.quiet) -> RunReport:
     events = schedule(rng, options.faults, options.duration)
     began = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="chaos-"))  # kept: the host's log is evidence
-    async with chaos_cloud(options.seed, workdir) as cloud:
+    async with chaos_cloud(options.seed, workdir, options.step_timeout) as cloud:
         say("preparing the workloads")
         for workload in workloads:
             await workload.prepare(cloud)
@@ -1166,8 +1176,9 @@ def print_report(run: RunReport, console: Console, shown: int = 5) -> None:
     figures.add_column(style="bold")
     figures.add_column()
     options = run.options
-    figures.add_row("seed, orders, duration", f"{options.seed}, {options.orders}, "
-                                              f"{options.duration:g}s")
+    figures.add_row("seed, orders, duration, step deadline",
+                    f"{options.seed}, {options.orders}, {options.duration:g}s, "
+                    f"{options.step_timeout:g}s")
     figures.add_row("fault kinds", ", ".join(options.faults) or "none")
     for label, value in run.figures.items():
         figures.add_row(label, value)
@@ -1199,16 +1210,18 @@ cli = typer.Typer(add_completion=False, help=__doc__.splitlines()[0] if __doc__ 
 def main(
     seed: Annotated[int, typer.Option(help="Seeds the workload and the fault schedule.")] = 1,
     orders: Annotated[int, typer.Option(help="How many orders (Idempotency-Keys).")] = 500,
-    duration: Annotated[float, typer.Option(help="Seconds of load (and of faults).")] = 150.0,
+    duration: Annotated[float, typer.Option(help="Seconds of load (and of faults).")] = 250.0,
     faults: Annotated[str, typer.Option(help="all, none, or a comma list of kinds or layers "
                                         f"({', '.join(LAYERS)}).")] = "all",
     drain: Annotated[float, typer.Option(help="Seconds allowed to drain after the load.")
                      ] = 240.0,
+    step_timeout: Annotated[float, typer.Option(help="The orders saga's step deadline, "
+                                                "seconds.")] = float(demo.STEP_TIMEOUT_SECONDS),
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")
                            ] = False,
 ) -> None:
     """Run a seeded chaos scenario on the local cloud; exit 0 only if every invariant holds."""
-    options = Options(seed, orders, duration, tuple(fault_kinds(faults)), drain)
+    options = Options(seed, orders, duration, tuple(fault_kinds(faults)), drain, step_timeout)
     console = Console(width=None if sys.stdout.isatty() else 160,
                       stderr=json_output)
     logging.basicConfig(level=logging.ERROR)
