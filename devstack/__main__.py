@@ -18,7 +18,7 @@ from devstack.host import app_command, emulator_settings, run_app
 from devstack.host.settings import AppSettings
 from devstack.llm import DEFAULT_PORT as LLM_PORT
 from devstack.llm import LocalModelServer
-from devstack.server import DevStack
+from devstack.server import MANAGEMENT_PORT, DevStack
 
 
 def model_settings(app_dir: Path, endpoint: str) -> dict[str, str]:
@@ -57,6 +57,11 @@ def up(
         Path | None,
         typer.Option("--app", help="Also run this function app on the devstack host."),
     ] = None,
+    management_port: Annotated[
+        int | None,
+        typer.Option("--management-port", help="Service Bus administration API and /health "
+                     "(as Microsoft's emulator); default 5300, or a free one with --port 0."),
+    ] = None,
     llm_port: Annotated[
         int | None,
         typer.Option("--llm-port", help=f"Local model endpoint (Azure OpenAI and OpenAI REST "
@@ -65,9 +70,11 @@ def up(
 ) -> None:
     """Start the server and print the connection string; stop on Ctrl-C or SIGTERM."""
     logging.basicConfig(level=logging.WARNING, format="devstack: %(levelname)s %(message)s")
+    if management_port is None:
+        management_port = 0 if port == 0 else MANAGEMENT_PORT
     try:
         stack = DevStack(config or [], host=host, port=port, data_dir=data,
-                         admin_port=admin_port)
+                         admin_port=admin_port, management_port=management_port)
     except ConfigError as exc:
         typer.echo(f"devstack: invalid config: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -97,6 +104,7 @@ def up(
     signal.signal(signal.SIGTERM, request_stop)
     typer.echo(f"devstack listening on {host}:{stack.port}")
     typer.echo(stack.connection_string, nl=True)
+    typer.echo(f"administration API: {stack.management_connection_string}")
     if stack.admin_url is not None:
         typer.echo(f"fault API: {stack.admin_url}/faults/...")
     typer.echo(f"local model endpoint: {llm.base_url} (Azure OpenAI: /openai/deployments/"

@@ -24,6 +24,7 @@ from devstack.amqp.node import Node
 from devstack.amqp.server import AmqpServer
 from devstack.config import LoadedConfig, load_configs, merge_namespaces
 from devstack.faults import FaultInjector, Faults
+from devstack.servicebus.admin import AdminApi
 from devstack.servicebus.node import ServiceBusNode
 from devstack.servicebus.persistence import load_snapshot, save_snapshot
 
@@ -32,6 +33,8 @@ T = TypeVar("T")
 
 ConfigSource = str | Path | Mapping[str, Any]
 SNAPSHOT_SECONDS = 2.0
+MANAGEMENT_PORT = 5300
+"""Microsoft's emulator serves its administration API and /health here."""
 
 
 def connection_string(host: str, port: int) -> str:
@@ -73,6 +76,7 @@ class DevStack:
         port: int = 5672,
         data_dir: str | Path | None = None,
         admin_port: int | None = None,
+        management_port: int | None = None,
     ) -> None:
         self.config: LoadedConfig = load_configs(configs)
         self.host = host
@@ -85,6 +89,10 @@ class DevStack:
         self.admin_port = admin_port
         """HTTP fault-injection API port (None: no HTTP API; 0: a free port)."""
         self._admin: web.AppRunner | None = None
+        self.management_port = management_port
+        """Service Bus administration API and /health (the emulator's 5300; None: off;
+        0: a free port)."""
+        self._management: web.AppRunner | None = None
         self._snapshot_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="devstack", daemon=True)
@@ -121,6 +129,11 @@ class DevStack:
             site = web.TCPSite(self._admin, self.host, self.admin_port)
             await site.start()
             self.admin_port = self._admin.addresses[0][1]
+        if self.management_port is not None:
+            self._management = web.AppRunner(AdminApi(self.servicebus.broker).app())
+            await self._management.setup()
+            await web.TCPSite(self._management, self.host, self.management_port).start()
+            self.management_port = self._management.addresses[0][1]
 
     def _schedule_snapshot(self, node: ServiceBusNode, directory: Path,
                            saved: tuple[int, int] | None) -> None:
@@ -140,11 +153,20 @@ class DevStack:
         """Base URL of the HTTP fault API, e.g. http://127.0.0.1:PORT (None when off)."""
         return None if self._admin is None else f"http://{self.host}:{self.admin_port}"
 
+    @property
+    def management_connection_string(self) -> str | None:
+        """The connection string for ServiceBusAdministrationClient (None when off)."""
+        if self._management is None or self.management_port is None:
+            return None
+        return connection_string(self.host, self.management_port)
+
     async def _close(self) -> None:
         if self._snapshot_timer is not None:
             self._snapshot_timer.cancel()
         if self._admin is not None:
             await self._admin.cleanup()
+        if self._management is not None:
+            await self._management.cleanup()
         await self.amqp.stop()
         if self.servicebus is not None:
             self.servicebus.stop()

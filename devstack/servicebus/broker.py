@@ -47,7 +47,7 @@ class Consumer(Protocol):
 
     def deliver(self, entity: MessageEntity, message: StoredMessage) -> None: ...
 
-    def lose_session(self, error: AmqpError) -> None: ...
+    def detach(self, error: AmqpError) -> None: ...
 
 
 class LockLost(AmqpError):
@@ -82,6 +82,7 @@ class MessageEntity:
         """Lower-case address path, e.g. `q1`, `t1/subscriptions/s1`."""
         self.settings = settings
         self.is_dead_letter = is_dead_letter
+        self.created_ms = self.updated_ms = now_ms()
         self.messages: dict[int, StoredMessage] = {}
         self.available: list[int] = []
         self.locks: dict[uuid.UUID, StoredMessage] = {}
@@ -451,6 +452,7 @@ class Topic:
         self.default_ttl = default_ttl
         self.requires_duplicate_detection = requires_duplicate_detection
         self.duplicate_window = duplicate_window
+        self.created_ms = self.updated_ms = now_ms()
         self.subscriptions: dict[str, tuple[MessageEntity, list[Rule]]] = {}
 
     def publish(self, message: StoredMessage, hops: int) -> None:
@@ -547,6 +549,47 @@ class Broker:
         compiled = [Rule.from_spec(rule) for rule in rules] or [Rule.true_rule()]
         topic.subscriptions[name.lower()] = (entity, compiled)
         return entity
+
+    def remove_entity(self, path: str) -> None:
+        """Delete a queue, a topic (with its subscriptions) or a subscription; receivers
+        attached to it are detached with amqp:not-found, as when Azure deletes an entity."""
+        path = path.lower()
+        topic = self.topics.pop(path, None)
+        if topic is not None:
+            self.duplicates.pop(path, None)
+            for name in list(topic.subscriptions):
+                self.remove_entity(f"{path}/subscriptions/{name}")
+            return
+        entity = self.entities.pop(path, None)
+        if entity is None:
+            return
+        self.duplicates.pop(path, None)
+        topic_path, _, name = path.partition("/subscriptions/")
+        if name and topic_path in self.topics:
+            self.topics[topic_path].subscriptions.pop(name, None)
+        gone = AmqpError("amqp:not-found", f"The messaging entity '{path}' was deleted.")
+        for dropped in (entity, entity.dead_letter):
+            if dropped is None:
+                continue
+            self.entities.pop(dropped.path, None)
+            for consumer in list(dropped.consumers):
+                consumer.detach(gone)
+        self._scheduled_index = {number: where for number, where in
+                                 self._scheduled_index.items() if where != path}
+
+    def update_settings(self, path: str, settings: EntitySettings) -> None:
+        """New settings for a queue or subscription (RequiresSession cannot change)."""
+        entity = self.entities[path.lower()]
+        entity.settings = settings
+        entity.updated_ms = now_ms()
+        if entity.dead_letter is not None:
+            entity.dead_letter.settings = EntitySettings(
+                lock_duration=settings.lock_duration,
+                max_delivery_count=settings.max_delivery_count,
+                default_ttl=settings.default_ttl,
+            )
+        if settings.requires_duplicate_detection:
+            self.duplicates[entity.path] = DuplicateWindow(settings.duplicate_window)
 
     def entity(self, path: str) -> MessageEntity | None:
         return self.entities.get(path.lower())
@@ -681,7 +724,7 @@ class Broker:
             owner = session.owner
             if owner is not None and session.locked_until_ms <= now:
                 entity.release_session(session)
-                owner.lose_session(AmqpError(SESSION_LOCK_LOST, "The session lock has expired."))
+                owner.detach(AmqpError(SESSION_LOCK_LOST, "The session lock has expired."))
 
     def expire_locks(self, path: str | None = None) -> int:
         """Expire every current message lock now (fault injection); returns how many."""

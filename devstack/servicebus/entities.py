@@ -24,7 +24,7 @@ class EntitySettings:
 class RuleSpec:
     name: str
     filter_type: str
-    """"Correlation" or "Sql"."""
+    """"Correlation", "Sql", or "True" (matches everything, as the $Default rule)."""
     correlation: dict[str, object] = field(default_factory=dict)
     sql: str = ""
     action: str = ""

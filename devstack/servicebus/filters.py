@@ -92,24 +92,29 @@ Predicate = Callable[[MessageFacts], Any]
 
 
 class Rule:
-    def __init__(self, name: str, predicate: Predicate,
+    def __init__(self, spec: RuleSpec, predicate: Predicate,
                  actions: list[Callable[[StoredMessage], None]]) -> None:
-        self.name = name
+        self.spec = spec
+        """As declared, for the administration API to show."""
+        self.name = spec.name
         self._predicate = predicate
         self._actions = actions
 
     @classmethod
     def true_rule(cls) -> Rule:
-        return cls("$Default", lambda facts: True, [])
+        return cls.from_spec(RuleSpec("$Default", "True"))
 
     @classmethod
     def from_spec(cls, spec: RuleSpec) -> Rule:
-        if spec.filter_type.lower() == "correlation":
+        predicate: Predicate
+        if spec.filter_type.lower() == "true":
+            predicate = _always
+        elif spec.filter_type.lower() == "correlation":
             predicate = correlation_predicate(spec.correlation)
         else:
             predicate = parse_sql_filter(spec.sql)
         actions = parse_sql_action(spec.action) if spec.action else []
-        return cls(spec.name, predicate, actions)
+        return cls(spec, predicate, actions)
 
     def matches(self, facts: MessageFacts) -> bool:
         return self._predicate(facts) is True
@@ -117,6 +122,10 @@ class Rule:
     def apply(self, message: StoredMessage) -> None:
         for action in self._actions:
             action(message)
+
+
+def _always(facts: MessageFacts) -> bool:
+    return True
 
 
 def correlation_predicate(spec: dict[str, Any]) -> Predicate:

@@ -126,7 +126,7 @@ class _ReceiverLinkHandler(LinkHandler):
             context=token,
         )
 
-    def lose_session(self, error: AmqpError) -> None:
+    def detach(self, error: AmqpError) -> None:
         self.link.detach(error)
 
     def on_attached(self, link: Link) -> None:

@@ -107,7 +107,7 @@ def test_sql_filter_language(expression: str, expected: bool) -> None:
         message_id="m-1",
         subject="greeting",
     )
-    rule = Rule("r", parse_sql_filter(expression), [])
+    rule = Rule.from_spec(RuleSpec("r", "Sql", sql=expression))
     assert rule.matches(facts) is expected
 
 
