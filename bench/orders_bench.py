@@ -109,6 +109,7 @@ class CheckThenSetUnitOfWork(UnitOfWork):
     def __init__(self, table: TableClient, partition_key: str, publisher: CapturingPublisher,
                  message_id: str, schemas: SchemaRegistry) -> None:
         super().__init__(table, partition_key, inbox_id=None, registry=schemas)
+        self.table = table
         self._publisher = publisher
         self._message_id = message_id
 

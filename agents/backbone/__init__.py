@@ -66,6 +66,7 @@ from agents.backbone.errors import (
     TransientError,
     classify,
 )
+from agents.backbone.memory import MemoryStore
 from agents.backbone.outbox import OutboxRelay, OutboxRow, PurgeReport
 from agents.backbone.parking import park, parked_event
 from agents.backbone.partitions import HotKeyDetector, PartitionKeys
@@ -90,7 +91,8 @@ from agents.backbone.saga import (
 )
 from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.settlement import Settlement, dead_letter, settle
-from agents.backbone.tables import RequestCounter, state_table
+from agents.backbone.store import Store
+from agents.backbone.tables import RequestCounter, TableStore, state_table
 from agents.backbone.unit_of_work import Committed, UnitOfWork, run_unit_of_work
 from agents.backbone.wire import parse_eventgrid, parse_eventhub, parse_servicebus, to_cloudevent
 
@@ -105,6 +107,7 @@ __all__ = [
     "EventHubsPublisher",
     "HotKeyDetector",
     "InvalidEvent",
+    "MemoryStore",
     "MessageProcessor",
     "OutboxRelay",
     "OutboxRow",
@@ -128,6 +131,8 @@ __all__ = [
     "StepStatus",
     "StorageError",
     "StorageUnavailable",
+    "Store",
+    "TableStore",
     "TransactionTooLarge",
     "TransientError",
     "UnitOfWork",

@@ -15,25 +15,22 @@ import json
 import logging
 import threading
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, TableTransactionError, UpdateMode
+from azure.data.tables import TableClient
 
 from agents.backbone.envelope import Envelope
-from agents.backbone.errors import StorageError, TransientError, map_storage_error
+from agents.backbone.errors import StorageError, TransientError
+from agents.backbone.store import Operation, Store, StoredRow, TransactionRefused, Write
 from agents.backbone.tables import (
     INBOX_PREFIX,
     OUTBOX_PREFIX,
+    as_store,
     outbox_row,
-    prefix_filter,
-    quote,
-    storage_call,
     table_key,
 )
 
@@ -93,7 +90,8 @@ class OutboxRow:
         return entity
 
     @classmethod
-    def from_entity(cls, entity: Any) -> OutboxRow:
+    def from_entity(cls, entity: Mapping[str, Any], etag: str | None = None) -> OutboxRow:
+        """The row from its stored properties; `etag` defaults to a `TableEntity`'s own."""
         return cls(
             partition_key=entity["PartitionKey"],
             envelope=Envelope.from_dict(json.loads(entity["Envelope"])),
@@ -101,8 +99,12 @@ class OutboxRow:
             created_at=entity["CreatedAt"],
             scheduled_at=entity.get("ScheduledAt"),
             status=entity["Status"],
-            etag=entity.metadata["etag"],
+            etag=etag if etag is not None else getattr(entity, "metadata", {})["etag"],
         )
+
+    @classmethod
+    def from_stored(cls, row: StoredRow) -> OutboxRow:
+        return cls.from_entity(row.entity, row.etag)
 
 
 @dataclass(frozen=True)
@@ -126,11 +128,11 @@ class OutboxRelay:
     """
 
     def __init__(
-        self, table: TableClient, publisher: Publisher,
+        self, store: Store | TableClient, publisher: Publisher,
         *, now: Callable[[], datetime] | None = None,
         flush_after: timedelta = timedelta(seconds=10),
     ) -> None:
-        self.table = table
+        self.store = as_store(store)
         self.publisher = publisher
         self.flush_after = flush_after
         self._now = now or (lambda: datetime.now(UTC))
@@ -139,11 +141,9 @@ class OutboxRelay:
 
     def pending(self, partition_key: str) -> list[OutboxRow]:
         """The partition's rows not yet marked dispatched, oldest first."""
-        query = (f"PartitionKey eq {quote(table_key(partition_key))}"
-                 f" and {prefix_filter(OUTBOX_PREFIX)}"
-                 f" and Status eq '{PENDING}'")
-        rows = [OutboxRow.from_entity(e) for e in self._query(query)]
-        return sorted(rows, key=lambda row: row.created_at)
+        found = self.store.query(OUTBOX_PREFIX, partition_key=table_key(partition_key),
+                                 equals={"Status": PENDING})
+        return sorted(map(OutboxRow.from_stored, found), key=lambda row: row.created_at)
 
     def dispatch(self, rows: Sequence[OutboxRow]) -> list[OutboxRow]:
         """Publish `rows` (except those already published and remembered), then mark them
@@ -222,9 +222,8 @@ class OutboxRelay:
         crashes) are republished."""
         self.flush()
         cutoff = self._now() - older_than
-        query = (f"{prefix_filter(OUTBOX_PREFIX)} and Status eq '{PENDING}'"
-                 " and CreatedAt lt @cutoff")
-        stale = [OutboxRow.from_entity(e) for e in self._query(query, cutoff=cutoff)]
+        stale = [OutboxRow.from_stored(row) for row in self.store.query(
+            OUTBOX_PREFIX, equals={"Status": PENDING}, before=("CreatedAt", cutoff))]
         stale.sort(key=lambda row: (row.partition_key, row.created_at))
         return self.dispatch(stale)
 
@@ -235,11 +234,9 @@ class OutboxRelay:
         redelivery window, or a very late duplicate would no longer be recognised.
         """
         cutoff = self._now() - older_than
-        markers = list(self._query(
-            f"{prefix_filter(INBOX_PREFIX)} and ReceivedAt lt @cutoff", cutoff=cutoff))
-        dispatched = list(self._query(
-            f"{prefix_filter(OUTBOX_PREFIX)} and Status eq '{DISPATCHED}'"
-            " and DispatchedAt lt @cutoff", cutoff=cutoff))
+        markers = self.store.query(INBOX_PREFIX, before=("ReceivedAt", cutoff))
+        dispatched = self.store.query(OUTBOX_PREFIX, equals={"Status": DISPATCHED},
+                                      before=("DispatchedAt", cutoff))
         self._delete(markers + dispatched)
         return PurgeReport(inbox_markers=len(markers), dispatched_rows=len(dispatched))
 
@@ -287,55 +284,39 @@ class OutboxRelay:
 
     def _mark_chunk(self, chunk: list[OutboxRow]) -> None:
         now = self._now()
-        operations = [mark_operation(row, now) for row in chunk]
         try:
-            results = self.table.submit_transaction(operations)
-        except TableTransactionError:
+            etags = self.store.submit([mark_operation(row, now) for row in chunk])
+        except TransactionRefused:
             self._mark_one_by_one(chunk, now)
             return
-        except AzureError as error:
-            raise map_storage_error(error) from error
-        for row, metadata in zip(chunk, results, strict=True):
-            row.status, row.etag = DISPATCHED, metadata.get("etag")
+        for row, etag in zip(chunk, etags, strict=True):
+            row.status, row.etag = DISPATCHED, etag
 
     def _mark_one_by_one(self, chunk: list[OutboxRow], now: datetime) -> None:
         for row in chunk:
             try:
-                _, patch, guard = mark_operation(row, now)
-                metadata = self.table.update_entity(patch, **guard)
-            except (ResourceModifiedError, ResourceNotFoundError):
+                [etag] = self.store.submit([mark_operation(row, now)])
+            except TransactionRefused:  # marked by someone else meanwhile, or purged
                 continue
-            except AzureError as error:
-                raise map_storage_error(error) from error
-            row.status, row.etag = DISPATCHED, metadata.get("etag")
+            row.status, row.etag = DISPATCHED, etag
 
-    def _delete(self, entities: list[Any]) -> None:
-        by_partition: dict[str, list[Any]] = defaultdict(list)
-        for entity in entities:
-            by_partition[entity["PartitionKey"]].append(entity)
+    def _delete(self, found: list[StoredRow]) -> None:
+        by_partition: dict[str, list[StoredRow]] = defaultdict(list)
+        for row in found:
+            by_partition[row.entity["PartitionKey"]].append(row)
         for group in by_partition.values():
             for start in range(0, len(group), _BATCH):
-                operations = [
-                    ("delete", {"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"]},
-                     {"etag": e.metadata["etag"], "match_condition": MatchConditions.IfNotModified})
-                    for e in group[start:start + _BATCH]
-                ]
-                storage_call(self.table.submit_transaction, operations)
-
-    def _query(self, query: str, **parameters: Any) -> Iterable[Any]:
-        try:
-            return list(self.table.query_entities(query, parameters=parameters or None))
-        except AzureError as error:
-            raise map_storage_error(error) from error
+                self.store.submit([
+                    Operation(Write.DELETE, {"PartitionKey": row.entity["PartitionKey"],
+                                             "RowKey": row.entity["RowKey"]}, row.etag)
+                    for row in group[start:start + _BATCH]
+                ])
 
 
-def mark_operation(row: OutboxRow, now: datetime) -> tuple[str, dict[str, Any], dict[str, Any]]:
+def mark_operation(row: OutboxRow, now: datetime) -> Operation:
     """The "dispatched" MERGE for `row`, guarded by the ETag its insert returned: if anyone
     changed the row since (only a sweeper or redelivery marking it too), or retention deleted
-    it, the service refuses and the mark is simply dropped by the caller."""
+    it, the store refuses and the mark is simply dropped by the caller."""
     patch = {"PartitionKey": row.partition_key, "RowKey": row.row_key,
              "Status": DISPATCHED, "DispatchedAt": now}
-    if row.etag is None:
-        return "update", patch, {"mode": UpdateMode.MERGE}
-    return "update", patch, {"mode": UpdateMode.MERGE, "etag": row.etag,
-                             "match_condition": MatchConditions.IfNotModified}
+    return Operation(Write.MERGE, patch, row.etag)

@@ -26,7 +26,8 @@ from agents.backbone.envelope import Envelope
 from agents.backbone.errors import InvalidEvent
 from agents.backbone.outbox import OutboxRelay, OutboxRow
 from agents.backbone.schemas import SchemaRegistry
-from agents.backbone.tables import RequestCounter, table_key
+from agents.backbone.store import Store
+from agents.backbone.tables import RequestCounter, TableStore, as_store, table_key
 from agents.backbone.unit_of_work import (
     Committed,
     DeadLetterRequest,
@@ -54,11 +55,12 @@ class Outcome(Generic[T]):
 
 
 class MessageProcessor:
-    """Runs handlers in a Table unit of work and relays their outbox before settlement."""
+    """Runs handlers in a unit of work over `store` (a `Store`: `TableStore` or `MemoryStore`;
+    a bare `TableClient` gets the Table adapter) and relays their outbox before settlement."""
 
     def __init__(
         self,
-        table: TableClient,
+        store: Store | TableClient,
         relay: OutboxRelay,
         *,
         registry: SchemaRegistry,
@@ -66,12 +68,19 @@ class MessageProcessor:
         counter: RequestCounter | None = None,
         now: Callable[[], datetime] | None = None,
     ) -> None:
-        self.table = table
+        self.store = as_store(store)
         self.relay = relay
         self.registry = registry
         self.attempts = attempts
         self.counter = counter
         self._now = now
+
+    @property
+    def table(self) -> TableClient:
+        """The Table adapter's client, for readers not yet on the store port."""
+        if not isinstance(self.store, TableStore):
+            raise TypeError(f"store {self.store.name} is not a Table; use processor.store")
+        return self.store.table
 
     def handle(
         self, event: Envelope, handler: Handler[T], *, partition_key: str | None = None,
@@ -102,7 +111,7 @@ class MessageProcessor:
         marks = self.relay.take_marks(table_key(partition_key))
         try:
             committed: Committed[T] = run_unit_of_work(
-                self.table, partition_key, decide, inbox_id=inbox_id, attempts=self.attempts,
+                self.store, partition_key, decide, inbox_id=inbox_id, attempts=self.attempts,
                 registry=self.registry, now=self._now, marks=marks,
             )
         except BaseException:

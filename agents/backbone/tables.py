@@ -1,5 +1,6 @@
 """Table Storage plumbing shared by the unit of work, outbox and saga: row keys, request
-counting through the SDK's public `raw_request_hook`, and error translation.
+counting through the SDK's public `raw_request_hook`, error translation, and `TableStore`,
+the Table adapter of the store port (`store.py`).
 
 One table per agent holds, per partition (= aggregate or saga id): the aggregate's state
 row(s), inbox markers and outbox rows, so one entity-group transaction covers them all.
@@ -10,15 +11,18 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
-from azure.core.exceptions import AzureError
-from azure.data.tables import TableClient, TableServiceClient
+from azure.core import MatchConditions
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
 
 from agents.backbone.errors import map_storage_error
+from agents.backbone.store import Operation, Refusal, Store, StoredRow, TransactionRefused, Write
 
 STATE_ROW = "state"
 INBOX_PREFIX = "inbox|"
@@ -117,3 +121,90 @@ def storage_call(operation: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -
         return operation(*args, **kwargs)
     except AzureError as error:
         raise map_storage_error(error) from error
+
+
+class TableStore(Store):
+    """The store port over one Table (Azure Table Storage or Azurite)."""
+
+    def __init__(self, table: TableClient) -> None:
+        self.table = table
+        self.name = table.table_name
+
+    def get(self, partition_key: str, row_key: str) -> StoredRow | None:
+        try:
+            entity = self.table.get_entity(partition_key, row_key)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as error:
+            raise map_storage_error(error) from error
+        return StoredRow(dict(entity), str(entity.metadata["etag"]))
+
+    def submit(self, operations: Sequence[Operation]) -> list[str]:
+        try:
+            results = self.table.submit_transaction([_sdk_operation(op) for op in operations])
+        except TableTransactionError as error:
+            refusal = _refusal(error)
+            if refusal is None:
+                raise map_storage_error(error) from error
+            raise TransactionRefused(error.index, refusal, _error_code(error)) from error
+        except AzureError as error:
+            raise map_storage_error(error) from error
+        return [str(metadata.get("etag") or "") for metadata in results]
+
+    def query(
+        self, prefix: str, *, partition_key: str | None = None,
+        equals: Mapping[str, str] | None = None, before: tuple[str, datetime] | None = None,
+    ) -> list[StoredRow]:
+        clauses = [prefix_filter(prefix)]
+        parameters: dict[str, Any] = {}
+        if partition_key is not None:
+            clauses.insert(0, "PartitionKey eq @pk")
+            parameters["pk"] = partition_key
+        for n, (name, value) in enumerate((equals or {}).items()):
+            clauses.append(f"{name} eq @v{n}")
+            parameters[f"v{n}"] = value
+        if before is not None:
+            clauses.append(f"{before[0]} lt @before")
+            parameters["before"] = before[1]
+        try:
+            entities = list(self.table.query_entities(" and ".join(clauses),
+                                                      parameters=parameters or None))
+        except AzureError as error:
+            raise map_storage_error(error) from error
+        return [StoredRow(dict(entity), str(entity.metadata["etag"])) for entity in entities]
+
+
+def as_store(store: Store | TableClient) -> Store:
+    """A `Store`; a bare `TableClient` (the older signature) gets the Table adapter."""
+    return TableStore(store) if isinstance(store, TableClient) else store
+
+
+def _sdk_operation(operation: Operation) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    guard: dict[str, Any] = {}
+    if operation.etag is not None:
+        guard = {"etag": operation.etag, "match_condition": MatchConditions.IfNotModified}
+    match operation.write:
+        case Write.INSERT:
+            return "create", operation.entity, {}
+        case Write.REPLACE:
+            return "update", operation.entity, {"mode": UpdateMode.REPLACE, **guard}
+        case Write.MERGE:
+            return "update", operation.entity, {"mode": UpdateMode.MERGE, **guard}
+        case Write.DELETE:
+            return "delete", operation.entity, guard
+
+
+def _refusal(error: TableTransactionError) -> Refusal | None:
+    code = _error_code(error)
+    if code == "EntityAlreadyExists" or error.status_code == 409:
+        return Refusal.EXISTS
+    if code == "UpdateConditionNotSatisfied" or error.status_code == 412:
+        return Refusal.CHANGED
+    if code == "ResourceNotFound" or error.status_code == 404:
+        return Refusal.MISSING
+    return None
+
+
+def _error_code(error: TableTransactionError) -> str:
+    # The SDK sets `error_code` at runtime but does not declare it on the class.
+    return str(getattr(error, "error_code", ""))

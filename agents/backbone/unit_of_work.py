@@ -1,16 +1,22 @@
-"""The Table-backed unit of work: state + inbox marker + outbox rows in ONE transaction.
+"""The unit of work: state + inbox marker + outbox rows in ONE transaction, over any `Store`.
 
 A handler loads the aggregate (remembering its ETag), stages the new state and the events to
-send, and `commit()` submits one entity-group transaction whose first operation inserts the
-inbox marker for the incoming message id; the same transaction carries, as room allows, the
-"dispatched" marks of rows published after the partition's previous commit (`marks`).
+send, and `commit()` submits one transaction whose first operation inserts the inbox marker
+for the incoming message id; the same transaction carries, as room allows, the "dispatched"
+marks of rows published after the partition's previous commit (`marks`).
 A duplicate delivery makes that insert fail, so the whole transaction is rejected and
 `Committed.duplicate` is True: no second effect. The marker records the disposition decided
 for the message (complete, or dead-letter with reason and description); a duplicate reads it
 back (one point read, on the duplicate path only) so a redelivery after a lost settlement is
-settled the same way. A stale ETag (412) on the state row raises
-`ConcurrencyConflict`; `run_unit_of_work` reloads and re-decides with bounded, jittered
-retries.
+settled the same way. A stale ETag (412) on the state row raises `ConcurrencyConflict`;
+`run_unit_of_work` reloads and re-decides with bounded, jittered retries.
+
+The store is the port (`store.py`): `tables.TableStore` in production (a bare `TableClient`
+is accepted and wrapped), `memory.MemoryStore` in unit tests::
+
+    store = MemoryStore()
+    committed = run_unit_of_work(store, "order-1", lambda uow: handler(event, uow),
+                                 inbox_id=event.id, registry=schemas)
 """
 
 from __future__ import annotations
@@ -21,9 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, ResourceNotFoundError
-from azure.data.tables import TableClient, TableTransactionError, UpdateMode
+from azure.data.tables import TableClient
 from tenacity import (
     Retrying,
     retry_if_exception_type,
@@ -32,24 +36,25 @@ from tenacity import (
 )
 
 from agents.backbone.envelope import Envelope
-from agents.backbone.errors import ConcurrencyConflict, TransactionTooLarge, map_storage_error
+from agents.backbone.errors import ConcurrencyConflict, TransactionTooLarge
 from agents.backbone.outbox import OutboxRow, mark_operation
 from agents.backbone.schemas import SchemaRegistry
-from agents.backbone.tables import STATE_ROW, inbox_row, table_key
-
-MAX_ENTITIES = 100
-MAX_TRANSACTION_BYTES = 4 * 1024 * 1024
-MAX_ENTITY_BYTES = 1024 * 1024
-MAX_PROPERTY_BYTES = 64 * 1024
-# Multipart headers around each operation in the $batch body (measured: ~400 bytes).
-_PER_OPERATION_OVERHEAD = 512
+from agents.backbone.store import (
+    MAX_ENTITIES,
+    Operation,
+    Refusal,
+    Store,
+    TransactionRefused,
+    Write,
+    check_transaction_limits,
+)
+from agents.backbone.tables import STATE_ROW, as_store, inbox_row, table_key
 
 # The inbox marker's `Disposition`: what settling the message must do, on every delivery.
 COMPLETE = "complete"
 DEAD_LETTER = "dead-letter"
 
 T = TypeVar("T")
-Operation = tuple[str, dict[str, Any], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,7 @@ class UnitOfWork:
 
     def __init__(
         self,
-        table: TableClient,
+        store: Store | TableClient,
         partition_key: str,
         *,
         inbox_id: str | None,
@@ -95,7 +100,7 @@ class UnitOfWork:
     ) -> None:
         if not partition_key:
             raise ValueError("a unit of work needs a partition key")
-        self.table = table
+        self.store = as_store(store)
         self.partition_key = partition_key
         self.table_partition = table_key(partition_key)
         self.inbox_id = inbox_id
@@ -116,16 +121,10 @@ class UnitOfWork:
         if row_key in self._saved:
             return dict(self._saved[row_key])
         if row_key not in self._loaded:
-            try:
-                entity = self.table.get_entity(self.table_partition, row_key)
-            except ResourceNotFoundError:
-                self._loaded[row_key] = _Loaded(None, None)
-                return None
-            except AzureError as error:
-                raise map_storage_error(error) from error
-            self._loaded[row_key] = _Loaded(
-                json.loads(entity["state"]), entity.metadata["etag"]
-            )
+            row = self.store.get(self.table_partition, row_key)
+            self._loaded[row_key] = (
+                _Loaded(None, None) if row is None
+                else _Loaded(json.loads(row.entity["state"]), row.etag))
         loaded = self._loaded[row_key]
         return None if loaded.state is None else dict(loaded.state)
 
@@ -173,10 +172,10 @@ class UnitOfWork:
         now = self._now()
         operations: list[Operation] = []
         if self.inbox_id is not None:
-            operations.append(("create", {
+            operations.append(Operation(Write.INSERT, {
                 "PartitionKey": self.table_partition, "RowKey": inbox_row(self.inbox_id),
                 "Kind": "inbox", "ReceivedAt": now, **_disposition(self.dead_letter),
-            }, {}))
+            }))
         for row_key, state in self._saved.items():
             entity = {
                 "PartitionKey": self.table_partition, "RowKey": row_key, "Kind": "state",
@@ -185,14 +184,12 @@ class UnitOfWork:
             }
             loaded = self._loaded.get(row_key)
             if loaded is None or loaded.etag is None:
-                operations.append(("create", entity, {}))
+                operations.append(Operation(Write.INSERT, entity))
             else:
-                operations.append(("update", entity, {
-                    "mode": UpdateMode.REPLACE, "etag": loaded.etag,
-                    "match_condition": MatchConditions.IfNotModified,
-                }))
-        operations.extend(("create", {**row, "Kind": "log"}, {}) for row in self._appended)
-        operations.extend(("create", row.to_entity(), {}) for row in self._outbox)
+                operations.append(Operation(Write.REPLACE, entity, loaded.etag))
+        operations.extend(Operation(Write.INSERT, {**row, "Kind": "log"})
+                          for row in self._appended)
+        operations.extend(Operation(Write.INSERT, row.to_entity()) for row in self._outbox)
         return operations
 
     def commit(self) -> Committed[Any]:
@@ -211,32 +208,26 @@ class UnitOfWork:
         while True:
             now = self._now()
             try:
-                results = self.table.submit_transaction(
+                etags = self.store.submit(
                     operations + [mark_operation(row, now) for row in marks])
                 break
-            except TableTransactionError as error:
-                if self._is_duplicate(error, operations):
+            except TransactionRefused as refused:
+                if self._is_duplicate(refused, operations):
                     return Committed(self.partition_key, duplicate=True,
                                      dead_letter=self._recorded_dead_letter(),
                                      unapplied_marks=list(self._marks))
-                if error.index >= len(operations) and _refused_mark(error):
-                    del marks[error.index - len(operations)]
+                if refused.index >= len(operations) and refused.refusal is not Refusal.EXISTS:
+                    del marks[refused.index - len(operations)]
                     continue
-                if error.status_code in (409, 412) or _error_code(error) in (
-                    "EntityAlreadyExists", "UpdateConditionNotSatisfied", "ResourceNotFound"
-                ):
-                    raise ConcurrencyConflict(
-                        f"partition {self.partition_key}: operation {error.index} lost a "
-                        f"race ({_error_code(error)})"
-                    ) from error
-                raise map_storage_error(error) from error
-            except AzureError as error:
-                raise map_storage_error(error) from error
+                raise ConcurrencyConflict(
+                    f"partition {self.partition_key}: operation {refused.index} lost a "
+                    f"race ({refused.refusal.value})"
+                ) from refused
         # The outbox inserts end the business operations; their ETags guard the later
         # "dispatched" mark without another read.
         first = len(operations) - len(self._outbox)
-        for row, metadata in zip(self._outbox, results[first:len(operations)], strict=True):
-            row.etag = metadata.get("etag")
+        for row, etag in zip(self._outbox, etags[first:len(operations)], strict=True):
+            row.etag = etag
         return Committed(
             self.partition_key, duplicate=False, outbox=list(self._outbox),
             dead_letter=self.dead_letter, unapplied_marks=self._marks[len(placed):],
@@ -254,22 +245,20 @@ class UnitOfWork:
     def _recorded_dead_letter(self) -> DeadLetterRequest | None:
         """The disposition the first delivery committed, from its inbox marker."""
         assert self.inbox_id is not None
-        try:
-            marker = self.table.get_entity(self.table_partition, inbox_row(self.inbox_id))
-        except ResourceNotFoundError as error:  # purged since the insert failed: decide anew
-            raise ConcurrencyConflict(f"inbox marker {self.inbox_id} vanished") from error
-        except AzureError as error:
-            raise map_storage_error(error) from error
-        if marker.get("Disposition") != DEAD_LETTER:
+        marker = self.store.get(self.table_partition, inbox_row(self.inbox_id))
+        if marker is None:  # purged since the insert was refused: decide anew
+            raise ConcurrencyConflict(f"inbox marker {self.inbox_id} vanished")
+        if marker.entity.get("Disposition") != DEAD_LETTER:
             return None
-        return DeadLetterRequest(marker["DeadLetterReason"], marker["DeadLetterDescription"])
+        return DeadLetterRequest(marker.entity["DeadLetterReason"],
+                                 marker.entity["DeadLetterDescription"])
 
-    def _is_duplicate(self, error: TableTransactionError, operations: list[Operation]) -> bool:
+    def _is_duplicate(self, refused: TransactionRefused, operations: list[Operation]) -> bool:
         return (
             self.inbox_id is not None
-            and error.index == 0
-            and _error_code(error) == "EntityAlreadyExists"
-            and operations[0][1]["RowKey"] == inbox_row(self.inbox_id)
+            and refused.index == 0
+            and refused.refusal is Refusal.EXISTS
+            and operations[0].row_key == inbox_row(self.inbox_id)
         )
 
 
@@ -280,45 +269,8 @@ def _disposition(dead_letter: DeadLetterRequest | None) -> dict[str, str]:
             "DeadLetterDescription": dead_letter.description}
 
 
-def check_transaction_limits(operations: list[Operation]) -> None:
-    """Raise `TransactionTooLarge` (naming the limit) before the service would refuse."""
-    if len(operations) > MAX_ENTITIES:
-        raise TransactionTooLarge(
-            f"{len(operations)} entities in one transaction; the limit is {MAX_ENTITIES}"
-        )
-    total = 0
-    for _, entity, _ in operations:
-        size = 0
-        for name, value in entity.items():
-            value_bytes = _property_bytes(value)
-            if value_bytes > MAX_PROPERTY_BYTES:
-                raise TransactionTooLarge(
-                    f"property {name} of row {entity['RowKey']} is {value_bytes} bytes; "
-                    f"the limit is {MAX_PROPERTY_BYTES}"
-                )
-            size += len(name) * 2 + value_bytes
-        if size > MAX_ENTITY_BYTES:
-            raise TransactionTooLarge(
-                f"row {entity['RowKey']} is {size} bytes; the limit is {MAX_ENTITY_BYTES}"
-            )
-        total += len(json.dumps(entity, default=str).encode("utf-8")) + _PER_OPERATION_OVERHEAD
-    if total > MAX_TRANSACTION_BYTES:
-        raise TransactionTooLarge(
-            f"transaction payload is about {total} bytes; the limit is {MAX_TRANSACTION_BYTES}"
-        )
-
-
-def _property_bytes(value: object) -> int:
-    # The service stores strings as UTF-16; that is what its 64 KiB property limit counts.
-    if isinstance(value, str):
-        return len(value.encode("utf-16-le"))
-    if isinstance(value, bytes):
-        return len(value)
-    return 8
-
-
 def run_unit_of_work(
-    table: TableClient,
+    store: Store | TableClient,
     partition_key: str,
     decide: Callable[[UnitOfWork], T],
     *,
@@ -342,7 +294,7 @@ def run_unit_of_work(
     )
 
     def attempt() -> Committed[T]:
-        uow = UnitOfWork(table, partition_key, inbox_id=inbox_id, registry=registry, now=now,
+        uow = UnitOfWork(store, partition_key, inbox_id=inbox_id, registry=registry, now=now,
                          marks=marks)
         result = decide(uow)
         committed = uow.commit()
@@ -353,13 +305,3 @@ def run_unit_of_work(
         )
 
     return retrying(attempt)
-
-
-def _refused_mark(error: TableTransactionError) -> bool:
-    return error.status_code in (404, 412) or _error_code(error) in (
-        "UpdateConditionNotSatisfied", "ResourceNotFound")
-
-
-def _error_code(error: TableTransactionError) -> str:
-    # The SDK sets `error_code` at runtime but does not declare it on the class.
-    return str(getattr(error, "error_code", ""))
