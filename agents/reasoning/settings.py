@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from azure.data.tables import TableClient
 
 DEFAULT_API_VERSION = "2024-10-21"
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_RETRIES = 1
 DEFAULT_LOCAL_ENDPOINT = "http://127.0.0.1:5081"
 PROVIDERS = ("azure_openai", "openai_compatible", "local", "none")
 LOCAL_TOKEN = "devstack-local-token"
@@ -69,8 +71,8 @@ def reasoner_from_settings(
 
 
 def _model(provider: str, values: Mapping[str, str]) -> OpenAIChatModel:
-    timeout = _number(values, "LLM_TIMEOUT_SECONDS", 10.0)
-    retries = int(_number(values, "LLM_MAX_RETRIES", 1, integer=True))
+    timeout = _number(values, "LLM_TIMEOUT_SECONDS", DEFAULT_TIMEOUT)
+    retries = int(_number(values, "LLM_MAX_RETRIES", DEFAULT_RETRIES, integer=True))
     api_version = values.get("AZURE_OPENAI_API_VERSION") or DEFAULT_API_VERSION
     if provider == "openai_compatible":
         return openai_compatible(_required(values, "LLM_BASE_URL"),
@@ -90,7 +92,11 @@ def _model(provider: str, values: Mapping[str, str]) -> OpenAIChatModel:
 
 
 def breaker_options(values: Mapping[str, str]) -> BreakerOptions:
-    """The LLM breaker: Polly's semantics, figures for a low call rate (a few per second)."""
+    """The LLM breaker: Polly's semantics, figures for a low call rate (a few per second).
+    The probe's lease outlasts the longest call the SDK can make (every retry timing out), so
+    it cannot expire while the probe is still running."""
+    longest_call = (_number(values, "LLM_TIMEOUT_SECONDS", DEFAULT_TIMEOUT)
+                    * (1 + _number(values, "LLM_MAX_RETRIES", DEFAULT_RETRIES, integer=True)))
     try:
         return BreakerOptions(
             failure_ratio=_number(values, "LLM_BREAKER_FAILURE_RATIO", 0.5),
@@ -98,6 +104,7 @@ def breaker_options(values: Mapping[str, str]) -> BreakerOptions:
                                            integer=True)),
             sampling_duration=_number(values, "LLM_BREAKER_SAMPLING_SECONDS", 30.0),
             break_duration=_number(values, "LLM_BREAKER_BREAK_SECONDS", 30.0),
+            probe_timeout=max(30.0, longest_call + 5.0),
         )
     except ValueError as error:
         raise ConfigurationError(f"LLM_BREAKER_*: {error}") from error

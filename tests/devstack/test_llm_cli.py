@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from openai import AzureOpenAI
 
+from devstack.__main__ import model_settings
 from devstack.azurite import free_port
 
 
@@ -33,3 +37,13 @@ def test_up_serves_the_local_model_on_llm_port_and_prints_it() -> None:
     finally:
         process.terminate()
         process.wait(30)
+
+
+@pytest.mark.parametrize(("configured", "pointed"), [
+    ("", True), ("http://127.0.0.1:5081", True), ("https://acct.openai.azure.com/", False)])
+def test_up_with_an_app_points_a_local_or_unset_model_endpoint_at_devstack(
+        tmp_path: Path, configured: str, pointed: bool) -> None:
+    (tmp_path / "local.settings.json").write_text(json.dumps(
+        {"Values": {"AZURE_OPENAI_ENDPOINT": configured}}))
+    settings = model_settings(tmp_path, "http://127.0.0.1:6000")
+    assert settings == ({"AZURE_OPENAI_ENDPOINT": "http://127.0.0.1:6000"} if pointed else {})

@@ -70,13 +70,20 @@ def test_breaker_figures_come_from_settings() -> None:
             reasoner.breaker.options.break_duration) == (3, 7.0)
 
 
-def test_importing_the_port_loads_neither_openai_nor_builds_a_client() -> None:
+def test_the_probe_lease_outlasts_every_sdk_attempt_timing_out() -> None:
+    reasoner = reasoner_from_settings({"LLM_PROVIDER": "local", "LLM_TIMEOUT_SECONDS": "20",
+                                       "LLM_MAX_RETRIES": "2"})
+    assert reasoner is not None and reasoner.breaker is not None
+    assert reasoner.breaker.options.probe_timeout > 60
+
+
+def test_importing_the_port_loads_neither_openai_nor_azure_identity() -> None:
     code = ("import sys, agents.reasoning; "
             "r = agents.reasoning.reasoner_from_settings({'LLM_PROVIDER': 'local'}); "
-            "print('openai' in sys.modules)")
+            "print('openai' in sys.modules, 'azure.identity' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"
 
 
 def test_a_setting_of_another_provider_is_named_in_a_warning(
