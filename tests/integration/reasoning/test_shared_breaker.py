@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 
 import pytest
 from azure.data.tables import TableClient
 
 from agents.backbone import RequestCounter
 from agents.backbone.breaker import BreakerOpen, BreakerOptions, BreakerState, CircuitBreaker
-from devstack.azurite import free_port
+from devstack.azurite import Azurite, free_port
+from devstack.storageproxy import StorageProxy
 from tests.unit.reasoning.support import FakeClock
 
 OPTIONS = BreakerOptions(failure_ratio=0.5, minimum_throughput=4, sampling_duration=10.0,
@@ -164,3 +166,32 @@ def test_when_table_fails_it_degrades_to_a_local_breaker_and_says_so(
     assert "degrading to a local-only breaker" in caplog.text
     with pytest.raises(BreakerOpen):
         breaker.call(lambda: None)
+
+
+def test_after_table_comes_back_the_breaker_shares_state_again(
+        azurite: Azurite, caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    name = f"b{uuid.uuid4().hex[:16]}"
+    with StorageProxy(azurite) as proxy:
+        direct = TableClient.from_connection_string(azurite.connection_string, name)
+        direct.create_table()
+        flaky = TableClient.from_connection_string(proxy.connection_string, name,
+                                                   retry_total=0)
+        degraded = instance(flaky, clock, "comeback")
+        other = instance(direct, clock, "comeback")
+        other.call(lambda: None)
+        outage = proxy.faults.unavailable(service="table")
+        with caplog.at_level(logging.WARNING, logger="agents.breaker"):
+            fail_n(degraded, 4)
+            assert (degraded.shared, degraded.state) == (False, BreakerState.OPEN)
+            proxy.faults.disarm(outage)
+            clock.advance(OPTIONS.storage_retry)
+            degraded.call(lambda: None)  # the shared state (closed) replaces the local one
+            assert degraded.shared and degraded.state is BreakerState.CLOSED
+            assert "Table reachable again" in caplog.text
+            clock.advance(1.0)
+            fail_n(degraded, 3)  # 3 failures in 4 calls: opens, for every instance
+        clock.advance(1.0)
+        with pytest.raises(BreakerOpen):
+            other.call(lambda: None)
+        direct.delete_table()
