@@ -101,12 +101,13 @@ class Check:
 
 @dataclass
 class Ledger:
-    """The money and stock movements recorded for one order."""
+    """The money, stock and parcel movements recorded for one order."""
 
     charges: int
     refunds: int
     holds: int
     releases: int
+    shipments: int
 
 
 @dataclass
@@ -148,7 +149,13 @@ SLOW_GATEWAY = Story(
     f"Slow payment gateway: the charge misses its {STEP_TIMEOUT_SECONDS}s deadline",
     expect="compensated", card="tok-slow",
     modes=[("payments", {"mode": "slow", "scope": "card:tok-slow", "slowSeconds": 600})])
-STORIES = [HAPPY, OUT_OF_STOCK, DECLINED, DUPLICATE_STORM, SLOW_GATEWAY]
+LATE_SHIPPING_REPLY = Story(
+    f"The shipping reply arrives after the {STEP_TIMEOUT_SECONDS}s deadline: the parcel is out, "
+    "so the saga asks again and completes, never refunds",
+    expect="completed", card="tok-late-courier",
+    modes=[("shipping", {"mode": "slow", "scope": "card:tok-late-courier",
+                         "slowSeconds": STEP_TIMEOUT_SECONDS + 3})])
+STORIES = [HAPPY, OUT_OF_STOCK, DECLINED, DUPLICATE_STORM, SLOW_GATEWAY, LATE_SHIPPING_REPLY]
 POISON_TITLE = "Poison message: malformed JSON on orders-saga ends in the dead-letter queue"
 
 
@@ -215,10 +222,12 @@ class Cloud:
         charge, reservation = f"charge-{order_id}", f"reservation-{order_id}"
         payments = bootstrap.LEDGER_TABLES[Service.PAYMENTS]
         inventory = bootstrap.LEDGER_TABLES[Service.INVENTORY]
+        shipping = bootstrap.LEDGER_TABLES[Service.SHIPPING]
         return Ledger(self.movements(payments, charge, "charge"),
                       self.movements(payments, charge, "refund"),
                       self.movements(inventory, reservation, "hold"),
-                      self.movements(inventory, reservation, "release"))
+                      self.movements(inventory, reservation, "release"),
+                      self.movements(shipping, order_id, "shipment"))
 
     async def pending_outbox(self, partitions: set[str] | None = None) -> int:
         """Outbox rows still pending (agents.ops' query), in these partitions or all, after
@@ -381,6 +390,8 @@ async def run(story: Story, cloud: Cloud, say: Say = quiet) -> StoryOutcome:
         Check("no stock leaked",
               ledger.holds <= 1 and ledger.holds - ledger.releases == int(completed),
               f"{ledger.holds} hold(s), {ledger.releases} release(s)"),
+        Check("shipped once if completed, else not at all",
+              ledger.shipments == int(completed), f"{ledger.shipments} shipment(s)"),
         Check("no lost event", settled and pending == 0 and not new_dead,
               f"{pending} pending outbox row(s), new dead letters: {new_dead or 'none'}"
               + ("" if settled else ", messages still active in the orders queues")),

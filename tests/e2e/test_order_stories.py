@@ -31,7 +31,7 @@ def failed(checks: list[demo.Check]) -> list[str]:
 async def test_happy_path_completes_with_one_charge_and_one_hold_kept(cloud: Cloud) -> None:
     outcome = await demo.run(demo.HAPPY, cloud)
     assert outcome.order["status"] == "completed"
-    assert outcome.ledger == Ledger(charges=1, refunds=0, holds=1, releases=0)
+    assert outcome.ledger == Ledger(charges=1, refunds=0, holds=1, releases=0, shipments=1)
     assert [entry["step"] for entry in outcome.order["timeline"]
             if entry["status"] == "succeeded"] == [
         "reserve_stock", "charge_payment", "allocate_stock", "ship_order"]
@@ -43,7 +43,7 @@ async def test_out_of_stock_after_the_charge_refunds_then_releases(cloud: Cloud)
     outcome = await demo.run(demo.OUT_OF_STOCK, cloud)
     assert outcome.order["status"] == "compensated"
     assert outcome.order["failure"]["step"] == "allocate_stock"
-    assert outcome.ledger == Ledger(charges=1, refunds=1, holds=1, releases=1)
+    assert outcome.ledger == Ledger(charges=1, refunds=1, holds=1, releases=1, shipments=0)
     compensations = [entry["step"] for entry in outcome.order["timeline"]
                      if entry["phase"] == "compensation" and entry["status"] == "compensated"]
     assert compensations == ["charge_payment", "reserve_stock"]
@@ -54,7 +54,7 @@ async def test_a_declined_payment_charges_nothing_and_releases_the_stock(cloud: 
     outcome = await demo.run(demo.DECLINED, cloud)
     assert outcome.order["status"] == "compensated"
     assert outcome.order["failure"]["step"] == "charge_payment"
-    assert outcome.ledger == Ledger(charges=0, refunds=0, holds=1, releases=1)
+    assert outcome.ledger == Ledger(charges=0, refunds=0, holds=1, releases=1, shipments=0)
     assert failed(outcome.checks) == []
 
 
@@ -64,7 +64,7 @@ async def test_a_duplicate_storm_makes_one_order_with_one_charge(cloud: Cloud) -
     assert len(outcome.order_ids) == 1
     assert outcome.duplicated > 0  # the broker really delivered messages twice
     assert outcome.order["status"] == "completed"
-    assert outcome.ledger == Ledger(charges=1, refunds=0, holds=1, releases=0)
+    assert outcome.ledger == Ledger(charges=1, refunds=0, holds=1, releases=0, shipments=1)
     assert failed(outcome.checks) == []
 
 
@@ -75,7 +75,20 @@ async def test_a_charge_past_its_deadline_times_out_and_is_compensated(cloud: Cl
     assert ("charge_payment", "timed_out") in [
         (entry["step"], entry["status"]) for entry in outcome.order["timeline"]]
     # The slow gateway did charge (late): the compensation refunds it.
-    assert outcome.ledger == Ledger(charges=1, refunds=1, holds=1, releases=1)
+    assert outcome.ledger == Ledger(charges=1, refunds=1, holds=1, releases=1, shipments=0)
+    assert failed(outcome.checks) == []
+
+
+async def test_a_shipping_reply_after_its_deadline_completes_charged_once_never_refunded(
+        cloud: Cloud) -> None:
+    outcome = await demo.run(demo.LATE_SHIPPING_REPLY, cloud)
+    assert outcome.order["status"] == "completed"
+    assert outcome.order["failure"] is None
+    shipping = [(entry["status"], entry["attempt"]) for entry in outcome.order["timeline"]
+                if entry["step"] == "ship_order"]
+    # in doubt at the deadline, the same command went again; attempt 1's reply decided
+    assert shipping == [("sent", 1), ("in_doubt", 1), ("sent", 2), ("succeeded", 1)]
+    assert outcome.ledger == Ledger(charges=1, refunds=0, holds=1, releases=0, shipments=1)
     assert failed(outcome.checks) == []
 
 
