@@ -17,11 +17,10 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.data.tables import TableClient
 
-from agents.backbone.errors import map_storage_error
-from agents.backbone.tables import table_key
+from agents.backbone.store import Store
+from agents.backbone.tables import as_store, table_key
 from agents.backbone.unit_of_work import UnitOfWork
 from agents.reasoning.errors import ReasoningError
 from agents.reasoning.models import Usage
@@ -38,10 +37,11 @@ def answer_row(task: Task, message_id: str) -> str:
 
 
 class RecordedAnswers:
-    """The answer for one message: recorded before, else the model's, else the fallback's."""
+    """The answer for one message: recorded before, else the model's, else the fallback's.
+    `store` is the agent's table (the one its unit of work writes), or a MemoryStore in tests."""
 
-    def __init__(self, table: TableClient, reasoner: Reasoner | None) -> None:
-        self.table = table
+    def __init__(self, store: Store | TableClient, reasoner: Reasoner | None) -> None:
+        self.store = as_store(store)
         self.reasoner = reasoner
 
     def answer(self, partition_key: str, message_id: str, task: Task,
@@ -60,13 +60,10 @@ class RecordedAnswers:
         return Answer(fallback(input), "fallback", "", Usage(0, 0, 0))
 
     def lookup(self, partition_key: str, message_id: str, task: Task) -> Answer | None:
-        try:
-            entity = self.table.get_entity(table_key(partition_key),
-                                           answer_row(task, message_id))
-        except ResourceNotFoundError:
+        row = self.store.get(table_key(partition_key), answer_row(task, message_id))
+        if row is None:
             return None
-        except AzureError as error:
-            raise map_storage_error(error) from error
+        entity = row.entity
         return Answer(json.loads(entity["Answer"]), "recorded", str(entity.get("Model", "")),
                       Usage(0, 0, int(entity.get("Tokens", 0))))
 
