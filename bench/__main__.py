@@ -9,6 +9,7 @@ from bench import (
     devstack_bench,
     eventhubs_bench,
     orders_bench,
+    publish_bench,
     ratelimit_bench,
 )
 
@@ -19,6 +20,7 @@ BENCHMARKS: list[Callable[[], int | None]] = [
     eventhubs_bench.main,
     ratelimit_bench.main,
     breaker_bench.main,
+    publish_bench.main,
     cold_start.main,
 ]
 
