@@ -35,16 +35,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
-from azure.data.tables import TableClient
 
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import InvalidEvent, map_storage_error
 from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.tables import LOG_PREFIX, STATE_ROW, table_key
 from agents.backbone.unit_of_work import UnitOfWork
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableClient
 
 REPLY = "backbone.saga.reply"
 TIMEOUT = "backbone.saga.timeout"

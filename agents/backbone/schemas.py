@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, ValidationError, best_match
+from typing import TYPE_CHECKING, Any
 
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import InvalidEvent
+
+# jsonschema loads when the first registry is built, not at import (cold start).
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 _TRACEPARENT = "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
 _TEXT = {"type": "string", "minLength": 1}
@@ -52,6 +53,8 @@ class SchemaRegistry:
 
     def __init__(self, schemas: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         """`schemas`: event type -> schema of its `data`, registered at once."""
+        from jsonschema import Draft202012Validator
+
         self._lock = threading.Lock()
         self._validators: dict[str, Draft202012Validator] = {}
         self._envelope = Draft202012Validator(
@@ -62,6 +65,9 @@ class SchemaRegistry:
 
     def register(self, event_type: str, data_schema: Mapping[str, Any]) -> None:
         """Add (or replace) the schema of `data` for `event_type`; a broken schema raises."""
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+
         try:
             Draft202012Validator.check_schema(data_schema)
         except SchemaError as error:
@@ -98,7 +104,9 @@ class SchemaRegistry:
 
 
 def _raise_first(validator: Draft202012Validator, value: object, reason: str, what: str) -> None:
-    error: ValidationError | None = best_match(validator.iter_errors(value))
+    from jsonschema.exceptions import best_match
+
+    error = best_match(validator.iter_errors(value))
     if error is not None:
         path = "/".join(str(part) for part in error.absolute_path) or "(root)"
         raise InvalidEvent(f"{what} invalid at {path}: {error.message}", reason=reason)

@@ -12,12 +12,12 @@ import json
 import uuid
 from functools import cache
 from pathlib import Path
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
+from typing import TYPE_CHECKING, Any
 
 from agents.orders.model import LineItem, Order
+
+if TYPE_CHECKING:  # jsonschema loads with the first request's schema (cold start)
+    from jsonschema import Draft202012Validator
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 200
@@ -32,6 +32,8 @@ class BadRequest(ValueError):
 
 @cache
 def http_schema(name: str) -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
+
     return Draft202012Validator(json.loads((SCHEMAS / f"{name}.json").read_text()))
 
 
@@ -51,6 +53,8 @@ def validated(schema_name: str, raw: bytes) -> dict[str, Any]:
         body = json.loads(raw.decode("utf-8")) if raw else None
     except (UnicodeDecodeError, json.JSONDecodeError) as undecodable:
         raise BadRequest(f"body is not UTF-8 JSON: {undecodable}") from None
+    from jsonschema.exceptions import best_match
+
     violation = best_match(http_schema(schema_name).iter_errors(body))
     if violation is not None:
         path = "/".join(str(part) for part in violation.absolute_path) or "(root)"

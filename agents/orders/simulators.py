@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from azure.core.exceptions import ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
 
 from agents.orders.model import SERVICE_OF_ACTION, Action, Service
+
+if TYPE_CHECKING:  # the Tables SDK loads with the first table client (cold start)
+    from azure.data.tables import TableClient
 
 
 class Mode(StrEnum):
@@ -85,6 +88,8 @@ class Switchboard:
         self._table = table
 
     def set(self, service: Service, scope: str, switch: Switch) -> None:
+        from azure.data.tables import UpdateMode
+
         if switch.mode not in MODES_OF_SERVICE[service]:
             raise ValueError(f"{service} has no mode {switch.mode}")
         if switch.mode is Mode.NORMAL:
