@@ -17,6 +17,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob.aio import BlobServiceClient
 
 from devstack.eventgrid.config import CLOUD_EVENTS, Subscription, Topic
+from devstack.eventgrid.pending import Clock, PendingEvent, PendingStore
 
 log = logging.getLogger("devstack.eventgrid")
 # Event Grid's documented schedule after a failed attempt (then every 12 hours).
@@ -39,20 +40,12 @@ def retry_delay(failed_attempts: int) -> timedelta:
 
 
 @dataclass
-class PendingEvent:
-    event: dict[str, Any]
-    published: datetime
-    attempts: int = 0
-    last_status: int | None = None
-    last_outcome: str = ""
-    last_attempt: datetime | None = None
-
-
-@dataclass
 class DeliveryStats:
     delivered: list[str] = field(default_factory=list)
     dead_lettered: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
+    """Why each dead-lettered or dropped event was given up, by event id."""
     attempts: int = 0
 
 
@@ -62,9 +55,12 @@ class SubscriptionDelivery:
     def __init__(self, topic: Topic, subscription: Subscription, *,
                  endpoint: Callable[[], str], session: aiohttp.ClientSession,
                  dead_letter_storage: str | None, delay_scale: float,
-                 attempt_timeout: float) -> None:
+                 attempt_timeout: float, clock: Clock, store: PendingStore) -> None:
         self.topic = topic
         self.subscription = subscription
+        self.key = f"{topic.name.lower()}/{subscription.name.lower()}"
+        self._clock = clock
+        self._store = store
         self._endpoint = endpoint
         self._session = session
         self._dead_letter_storage = dead_letter_storage
@@ -74,7 +70,14 @@ class SubscriptionDelivery:
         self.stats = DeliveryStats()
 
     def enqueue(self, event: dict[str, Any], published: datetime) -> None:
-        self._spawn(self._deliver(PendingEvent(event, published)))
+        pending = PendingEvent(event, published)
+        self._store.put(self.key, pending)
+        self._spawn(self._deliver(pending))
+
+    def resume(self, pending: PendingEvent) -> None:
+        """Carry on with an event an earlier run had not finished (its attempts, due time
+        and publish time kept, so the retry policy and TTL hold across the restart)."""
+        self._spawn(self._deliver(pending))
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -90,10 +93,19 @@ class SubscriptionDelivery:
         # The delay scale shrinks the TTL with the retry schedule, so tests keep Azure's ratio.
         ttl = timedelta(minutes=self.subscription.retry.event_ttl_minutes) * self._delay_scale
         expires = pending.published + ttl
+        clock = self._clock
         while True:
+            if pending.due is not None:
+                if clock.now() > expires:  # it ran out while devstack was down
+                    await self._dead_letter(pending, "TimeToLiveExceeded")
+                    return
+                remaining = (pending.due - clock.now()).total_seconds()
+                if remaining > 0:
+                    await clock.sleep(remaining)
             status = await self._attempt(pending)
             if status is not None and 200 <= status < 300:
                 self.stats.delivered.append(str(pending.event.get("id")))
+                self._store.remove(self.key, pending)
                 return
             if status in NOT_RETRIED:
                 await self._dead_letter(pending, NOT_RETRIED[status])
@@ -102,14 +114,15 @@ class SubscriptionDelivery:
                 await self._dead_letter(pending, "MaxDeliveryAttemptsExceeded")
                 return
             wait = retry_delay(pending.attempts) * self._delay_scale
-            if datetime.now(UTC) + wait > expires:
+            if clock.now() + wait > expires:
                 await self._dead_letter(pending, "TimeToLiveExceeded")
                 return
-            await asyncio.sleep(wait.total_seconds())
+            pending.due = clock.now() + wait
+            self._store.put(self.key, pending)
 
     async def _attempt(self, pending: PendingEvent) -> int | None:
         pending.attempts += 1
-        pending.last_attempt = datetime.now(UTC)
+        pending.last_attempt = self._clock.now()
         self.stats.attempts += 1
         body: Any
         if self.topic.input_schema == CLOUD_EVENTS:
@@ -144,6 +157,8 @@ class SubscriptionDelivery:
                       "dead-letter destination", event_id, self.subscription.name,
                       pending.attempts, reason)
             self.stats.dropped.append(event_id)
+            self.stats.reasons[event_id] = reason
+            self._store.remove(self.key, pending)
             return
         record = {**pending.event,
                   "deadLetterReason": reason,
@@ -156,6 +171,8 @@ class SubscriptionDelivery:
         await write_dead_letter(self._dead_letter_storage, container, self.subscription.name,
                                 [record])
         self.stats.dead_lettered.append(event_id)
+        self.stats.reasons[event_id] = reason
+        self._store.remove(self.key, pending)
         log.warning("Event %s dead-lettered by subscription %r: %s after %d attempts",
                     event_id, self.subscription.name, reason, pending.attempts)
 

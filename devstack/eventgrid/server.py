@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -24,6 +25,7 @@ from devstack.azurite import free_port
 from devstack.eventgrid.config import CLOUD_EVENTS, EventGridConfig, Subscription, Topic
 from devstack.eventgrid.delivery import SubscriptionDelivery
 from devstack.eventgrid.filters import matches
+from devstack.eventgrid.pending import FILE_NAME, Clock, PendingStore, SystemClock
 
 log = logging.getLogger("devstack.eventgrid")
 MAX_EVENT_BYTES = 1024 * 1024
@@ -49,7 +51,8 @@ class LocalEventGrid:
     def __init__(self, config: EventGridConfig, *, function_endpoint: FunctionEndpoint |
                  None = None, dead_letter_storage: str | None = None,
                  delay_scale: float = 1.0, attempt_timeout: float = 30.0,
-                 port: int | None = None, bind: str = "127.0.0.1") -> None:
+                 port: int | None = None, bind: str = "127.0.0.1",
+                 data_dir: Path | None = None, clock: Clock | None = None) -> None:
         self.config = config
         self.port = port or free_port(bind)
         self.bind = bind
@@ -57,6 +60,8 @@ class LocalEventGrid:
         self._dead_letter_storage = dead_letter_storage
         self._delay_scale = delay_scale
         self._attempt_timeout = attempt_timeout
+        self._data_dir = data_dir
+        self.clock: Clock = clock or SystemClock()
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.deliveries: dict[tuple[str, str], SubscriptionDelivery] = {}
@@ -74,13 +79,25 @@ class LocalEventGrid:
             raise ValueError(f"subscriptions {unattached} deliver to functions, but no "
                              "Functions host is attached (function_endpoint)")
         self._session = aiohttp.ClientSession()
+        store = PendingStore(self._data_dir / FILE_NAME if self._data_dir else None)
         for topic in self.config.topics:
             for subscription in topic.subscriptions:
                 self.deliveries[(topic.name.lower(), subscription.name.lower())] = (
                     SubscriptionDelivery(
                         topic, subscription, endpoint=self._endpoint_of(subscription),
                         session=self._session, dead_letter_storage=self._dead_letter_storage,
-                        delay_scale=self._delay_scale, attempt_timeout=self._attempt_timeout))
+                        delay_scale=self._delay_scale, attempt_timeout=self._attempt_timeout,
+                        clock=self.clock, store=store))
+        by_key = {delivery.key: delivery for delivery in self.deliveries.values()}
+        for key, events in store.loaded().items():
+            owner = by_key.get(key)
+            if owner is None:
+                log.warning("%d pending Event Grid event(s) of %s are not resumed: that "
+                            "subscription is not in the config any more (kept in %s)",
+                            len(events), key, store.path)
+                continue
+            for pending in events:
+                owner.resume(pending)
         app = web.Application(client_max_size=MAX_REQUEST_BYTES * 2)
         app.router.add_post("/topics/{topic}/api/events", self._publish)
         self._runner = web.AppRunner(app, access_log=None)
@@ -128,7 +145,7 @@ class LocalEventGrid:
             events = _parse(topic, body)
         except PublishError as exc:
             return _error(exc.status, str(exc))
-        published = datetime.now(UTC)
+        published = self.clock.now()
         for event in events:
             for subscription in topic.subscriptions:
                 if matches(subscription.filter, event):
