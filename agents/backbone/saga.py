@@ -37,12 +37,11 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from azure.core.exceptions import AzureError, ResourceNotFoundError
-
 from agents.backbone.envelope import Envelope
-from agents.backbone.errors import InvalidEvent, map_storage_error
+from agents.backbone.errors import InvalidEvent
 from agents.backbone.schemas import SchemaRegistry
-from agents.backbone.tables import LOG_PREFIX, STATE_ROW, table_key
+from agents.backbone.store import Store
+from agents.backbone.tables import LOG_PREFIX, STATE_ROW, as_store, table_key
 from agents.backbone.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
@@ -349,25 +348,21 @@ class SagaEngine:
         return True
 
     @staticmethod
-    def view(table: TableClient, saga_id: str) -> SagaView | None:
+    def view(store: Store | TableClient, saga_id: str) -> SagaView | None:
         """Read one saga's state and step log (two storage requests)."""
-        try:
-            entity = table.get_entity(table_key(saga_id), STATE_ROW)
-            logs = list(table.query_entities(
-                "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
-                parameters={"pk": table_key(saga_id), "lo": LOG_PREFIX,
-                            "hi": LOG_PREFIX[:-1] + "}"}))
-        except ResourceNotFoundError:
+        chosen = as_store(store)
+        partition = table_key(saga_id)
+        found = chosen.get(partition, STATE_ROW)
+        if found is None:
             return None
-        except AzureError as error:
-            raise map_storage_error(error) from error
-        state = json.loads(entity["state"])
+        logs = chosen.query(LOG_PREFIX, partition_key=partition)
+        state = json.loads(found.entity["state"])
         steps = {name: {**entry, "status": StepStatus(entry["status"])}
                  for name, entry in state["steps"].items()}
         return SagaView(
             saga_id=saga_id, status=SagaStatus(state["status"]), data=state["data"],
             steps=steps, results=state["results"], failure=state["failure"],
-            log=[LogEntry.from_row(row) for row in sorted(logs, key=lambda e: str(e["RowKey"]))],
+            log=[LogEntry.from_row(row.entity) for row in logs],
         )
 
     def _on_reply(self, uow: UnitOfWork, state: dict[str, Any], event: Envelope, step: str,
