@@ -37,6 +37,7 @@ Usage sketch (an agent's trigger and handler)::
     # outcome.dead_letter set (saga compensation exhausted) -> dead-letter instead.
 
 Sagas: define `SagaDefinition(name, source, reply_to, alert_destination, steps=(SagaStep(...),))`,
+each step with its `kind=StepKind.COMPENSABLE | PIVOT | RETRIABLE` (agents/backbone/README.md);
 `engine = SagaEngine(definition, registry=schemas)` (adds the saga's types); start with
 `processor.run(saga_id, lambda uow: engine.start(uow, data, cause=event), inbox_id=event.id)`;
 replies and timeouts arriving on `reply_to` go to `processor.handle(event, engine.handle)`.
