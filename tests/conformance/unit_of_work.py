@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from azure.servicebus.exceptions import MessageLockLostError
@@ -34,8 +36,9 @@ from agents.backbone import (
     run_unit_of_work,
     settle,
 )
-from agents.backbone.store import Operation, Write
-from agents.backbone.tables import table_key
+from agents.backbone.outbox import DISPATCHED, MAX_REMEMBERED_PER_PARTITION, PENDING
+from agents.backbone.store import Operation, Refusal, TransactionRefused, Write
+from agents.backbone.tables import INBOX_PREFIX, OUTBOX_PREFIX, inbox_row, table_key
 from tests.integration.backbone.counter import (
     INCREMENTED,
     increment,
@@ -102,6 +105,23 @@ def emit_many(count: int, pad: str) -> Callable[[UnitOfWork], None]:
     return decide
 
 
+class Clock:
+    """An injected clock the unit of work and the relay read; tests move it."""
+
+    def __init__(self) -> None:
+        self.current = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.current
+
+    def advance(self, delta: timedelta) -> None:
+        self.current += delta
+
+
+def row(partition: str, row_key: str, **values: object) -> dict[str, object]:
+    return {"PartitionKey": partition, "RowKey": row_key, **values}
+
+
 class UnitOfWorkConformance:
     """The unit-of-work contract (DESIGN 3.2-3.4), whatever the store behind it."""
 
@@ -120,10 +140,88 @@ class UnitOfWorkConformance:
         return RecordingPublisher()
 
     @pytest.fixture
+    def clock(self) -> Clock:
+        return Clock()
+
+    @pytest.fixture
     def processor(self, store: Store, publisher: RecordingPublisher, schemas: SchemaRegistry,
-                  counter: RequestCounter) -> MessageProcessor:
-        return MessageProcessor(store, OutboxRelay(store, publisher), registry=schemas,
-                                counter=counter)
+                  counter: RequestCounter, clock: Clock) -> MessageProcessor:
+        return MessageProcessor(store, OutboxRelay(store, publisher, now=clock),
+                                registry=schemas, counter=counter, now=clock)
+
+    # The port itself: ETags, all-or-nothing transactions, refusals by index, queries.
+
+    def test_every_write_gives_the_row_a_new_etag_and_a_stale_etag_is_refused(
+        self, store: Store,
+    ) -> None:
+        [created] = store.submit([Operation(Write.INSERT, row("p", "r", n=1))])
+        [merged] = store.submit([Operation(Write.MERGE, row("p", "r", m=2), created)])
+        assert merged != created
+        with pytest.raises(TransactionRefused) as refused:
+            store.submit([Operation(Write.REPLACE, row("p", "r", n=3), created)])
+        assert (refused.value.index, refused.value.refusal) == (0, Refusal.CHANGED)
+        stored = store.get("p", "r")
+        assert stored is not None
+        assert (stored.etag, stored.entity["n"], stored.entity["m"]) == (merged, 1, 2)
+
+    def test_replace_drops_the_properties_it_does_not_name_and_merge_keeps_them(
+        self, store: Store,
+    ) -> None:
+        [etag] = store.submit([Operation(Write.INSERT, row("p", "r", a="x", b="y"))])
+        [etag] = store.submit([Operation(Write.REPLACE, row("p", "r", a="z"), etag)])
+        store.submit([Operation(Write.MERGE, row("p", "r", c="w"), etag)])
+        stored = store.get("p", "r")
+        assert stored is not None
+        assert {k: v for k, v in stored.entity.items() if k in "abc"} == {"a": "z", "c": "w"}
+
+    def test_a_refused_transaction_names_the_operation_and_applies_none_of_it(
+        self, store: Store, rows: Rows,
+    ) -> None:
+        store.submit([Operation(Write.INSERT, row("p", "a"))])
+        before = rows()
+        with pytest.raises(TransactionRefused) as refused:
+            store.submit([Operation(Write.INSERT, row("p", "b")),
+                          Operation(Write.INSERT, row("p", "a"))])
+        assert (refused.value.index, refused.value.refusal) == (1, Refusal.EXISTS)
+        assert isinstance(refused.value, ConcurrencyConflict)
+        assert rows() == before
+
+    def test_writing_or_deleting_a_missing_row_is_refused_as_missing(
+        self, store: Store,
+    ) -> None:
+        [etag] = store.submit([Operation(Write.INSERT, row("p", "r"))])
+        store.submit([Operation(Write.DELETE, row("p", "r"), etag)])
+        assert store.get("p", "r") is None
+        for write in (Write.MERGE, Write.DELETE):
+            with pytest.raises(TransactionRefused) as refused:
+                store.submit([Operation(write, row("p", "r"), etag)])
+            assert refused.value.refusal is Refusal.MISSING
+
+    def test_a_query_filters_by_prefix_partition_value_and_time_in_key_order(
+        self, store: Store, clock: Clock,
+    ) -> None:
+        early, late = clock(), clock() + timedelta(hours=1)
+        for partition in ("q2", "q1"):
+            store.submit([
+                Operation(Write.INSERT, row(partition, "outbox|b", Status="pending", At=late)),
+                Operation(Write.INSERT, row(partition, "outbox|a", Status="pending", At=early)),
+                Operation(Write.INSERT, row(partition, "outbox|c", Status="done", At=early)),
+                Operation(Write.INSERT, row(partition, "inbox|a", At=early)),
+            ])
+
+        def keys(**criteria: Any) -> list[tuple[str, str]]:
+            return [(r.entity["PartitionKey"], r.entity["RowKey"])
+                    for r in store.query(OUTBOX_PREFIX, **criteria)]
+
+        assert keys() == [("q1", "outbox|a"), ("q1", "outbox|b"), ("q1", "outbox|c"),
+                          ("q2", "outbox|a"), ("q2", "outbox|b"), ("q2", "outbox|c")]
+        assert keys(partition_key="q2", equals={"Status": "pending"}) == [
+            ("q2", "outbox|a"), ("q2", "outbox|b")]
+        assert keys(equals={"Status": "pending"}, before=("At", early + timedelta(minutes=1))
+                    ) == [("q1", "outbox|a"), ("q2", "outbox|a")]
+        assert [r.entity["RowKey"] for r in store.query(INBOX_PREFIX)] == ["inbox|a"] * 2
+
+    # The unit of work over the port.
 
     def test_state_inbox_and_outbox_commit_in_one_transaction(
         self, store: Store, rows: Rows, schemas: SchemaRegistry, counter: RequestCounter,
@@ -353,3 +451,96 @@ class UnitOfWorkConformance:
         assert sorted(results) == [False, True]
         assert total(store, "twin") == 5
         assert len([k for k in rows() if k[1].startswith("outbox|")]) == 1
+
+    # The outbox relay over the port: marks folded into the next commit, sweep, retention.
+
+    def test_the_next_commit_in_a_partition_marks_the_previous_messages_rows(
+        self, store: Store, processor: MessageProcessor,
+    ) -> None:
+        [first] = processor.handle(increment_command("c1"), increment).published
+        assert status(store, "c1", first.row_key) == PENDING
+        second = processor.handle(increment_command("c1"), increment)
+        assert second.requests == 2  # the mark rode in the commit
+        assert status(store, "c1", first.row_key) == DISPATCHED
+        assert status(store, "c1", second.published[0].row_key) == PENDING
+        assert processor.relay.unmarked("c1") == second.published
+
+    def test_a_mark_refused_because_the_row_changed_is_dropped_and_the_commit_goes_through(
+        self, store: Store, processor: MessageProcessor, publisher: RecordingPublisher,
+    ) -> None:
+        [published] = processor.handle(increment_command("c1"), increment).published
+        other_relay = OutboxRelay(store, publisher)
+        other_relay.dispatch(other_relay.pending("c1"))  # e.g. a concurrent redelivery
+        marked = store.get("c1", published.row_key)
+        assert marked is not None
+
+        again = processor.handle(increment_command("c1", by=4), increment)
+
+        assert again.requests == 3  # read, the refused commit, the commit without that mark
+        assert total(store, "c1") == 5
+        assert store.get("c1", published.row_key) == marked
+        assert processor.relay.unmarked("c1") == again.published
+
+    def test_marks_beyond_the_room_left_in_a_full_transaction_are_not_lost(
+        self, store: Store, processor: MessageProcessor,
+    ) -> None:
+        processor.run("big", emit_many(MAX_REMEMBERED_PER_PARTITION, "x"), inbox_id="m1")
+        processor.run("big", emit_many(90, "x"), inbox_id="m2")  # room for 9 marks only
+        pending = {r.row_key for r in processor.relay.pending("big")}
+        unmarked = {r.row_key for r in processor.relay.unmarked("big")}
+        assert pending == unmarked  # marked in storage, or still remembered: none forgotten
+        assert 0 < len(unmarked) <= MAX_REMEMBERED_PER_PARTITION
+        assert processor.relay.flush() == len(unmarked)
+        assert processor.relay.pending("big") == []
+
+    def test_the_sweeper_publishes_rows_a_crash_left_pending_and_only_those(
+        self, store: Store, schemas: SchemaRegistry, publisher: RecordingPublisher,
+        clock: Clock,
+    ) -> None:
+        crashed = [run_unit_of_work(store, f"c{n}", lambda uow: increment(
+            increment_command(uow.partition_key), uow), inbox_id=f"m{n}", registry=schemas,
+            now=clock) for n in range(3)]  # committed, never published
+        clock.advance(timedelta(minutes=5))
+        run_unit_of_work(store, "young", lambda uow: increment(increment_command("young"), uow),
+                         inbox_id="m-young", registry=schemas, now=clock)
+        relay = OutboxRelay(store, publisher, now=clock)
+
+        swept = relay.sweep(older_than=timedelta(minutes=1))
+
+        assert sorted(r.message_id for r in swept) == sorted(
+            c.outbox[0].message_id for c in crashed)
+        assert [r.message_id for r in publisher.published] == [r.message_id for r in swept]
+        assert all(relay.pending(f"c{n}") == [] for n in range(3))
+        assert len(relay.pending("young")) == 1
+        assert relay.sweep(older_than=timedelta(minutes=1)) == []
+
+    def test_retention_deletes_old_inbox_markers_and_dispatched_rows_only(
+        self, store: Store, rows: Rows, processor: MessageProcessor, schemas: SchemaRegistry,
+        clock: Clock,
+    ) -> None:
+        command = increment_command("c1")
+        done = processor.handle(command, increment)
+        processor.relay.flush()
+        run_unit_of_work(store, "c2", lambda uow: increment(increment_command("c2"), uow),
+                         inbox_id="never-sent", registry=schemas, now=clock)
+        clock.advance(timedelta(days=8))
+        processor.handle(increment_command("c3"), increment)  # recent: kept
+        processor.relay.flush()
+        before = rows()
+
+        report = processor.relay.purge(older_than=timedelta(days=7))
+
+        assert set(before) - set(rows()) == {
+            ("c1", inbox_row(command.id)),
+            ("c1", done.published[0].row_key), ("c2", "inbox|never-sent")}
+        assert (report.inbox_markers, report.dispatched_rows) == (2, 1)
+        assert len(processor.relay.pending("c2")) == 1  # pending is never deleted
+        assert {key for key in rows() if key[1] == "state"} == {
+            ("c1", "state"), ("c2", "state"), ("c3", "state")}
+
+
+def status(store: Store, partition: str, row_key: str) -> str:
+    stored = store.get(partition, row_key)
+    assert stored is not None
+    return str(stored.entity["Status"])
+
