@@ -1,5 +1,6 @@
 """The "dispatched" marks of published rows ride in the partition's next transaction, so a
-handled message costs one read and one transaction; the tail is flushed when idle or swept."""
+handled message costs one read and one transaction; the tail is flushed when idle or swept.
+(Folding itself, refused marks and marks beyond the room: tests/conformance/unit_of_work.py.)"""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from azure.data.tables import TableServiceClient
 from azure.servicebus import ServiceBusMessage
 
 from agents.backbone import Envelope, OutboxRelay, UnitOfWork, run_unit_of_work, state_table
-from agents.backbone.outbox import DISPATCHED, MAX_REMEMBERED_PER_PARTITION, PENDING
+from agents.backbone.outbox import DISPATCHED, MAX_REMEMBERED_PER_PARTITION
 from tests.integration.backbone.broker import BrokerPublisher, drain
 from tests.integration.backbone.conftest import make_processor
 from tests.integration.backbone.counter import (
@@ -27,19 +28,6 @@ from tests.integration.backbone.faults import OutageTransport, StorageOutage
 
 def status(table, partition: str, row_key: str) -> str:
     return str(table.get_entity(partition, row_key)["Status"])
-
-
-def test_the_next_commit_in_a_partition_marks_the_previous_messages_rows(processor, table):
-    first = processor.handle(increment_command("c1"), increment)
-    [row] = first.published
-    assert status(table, "c1", row.row_key) == PENDING
-    assert processor.relay.unmarked("c1") == [row]
-
-    second = processor.handle(increment_command("c1"), increment)
-
-    assert status(table, "c1", row.row_key) == DISPATCHED
-    assert status(table, "c1", second.published[0].row_key) == PENDING
-    assert processor.relay.unmarked("c1") == second.published
 
 
 def test_a_handled_message_costs_one_read_and_one_transaction(processor, counter):
@@ -86,21 +74,6 @@ def test_a_crash_after_publish_before_the_fold_leaves_rows_for_the_sweeper_and_o
     assert restarted.table.get_entity(PROJECTION, "state")["state"] == '{"seen":1,"sum":3}'
 
 
-def test_a_mark_refused_because_the_row_changed_is_dropped_and_the_commit_goes_through(
-    processor, table, publisher
-):
-    [row] = processor.handle(increment_command("c1"), increment).published
-    other_relay = OutboxRelay(table, publisher)
-    other_relay.dispatch(other_relay.pending("c1"))  # e.g. a concurrent redelivery marked it
-    marked_at = table.get_entity("c1", row.row_key)["DispatchedAt"]
-
-    again = processor.handle(increment_command("c1", by=4), increment)
-
-    assert again.requests == 3  # read, the refused $batch, the $batch without that mark
-    assert table.get_entity("c1", "state")["state"] == '{"total":5}'
-    assert table.get_entity("c1", row.row_key)["DispatchedAt"] == marked_at
-    assert processor.relay.unmarked("c1") == again.published
-
 
 def emit(count: int):
     def decide(uow: UnitOfWork) -> None:
@@ -116,20 +89,6 @@ def test_a_partition_with_more_unmarked_rows_than_the_bound_is_marked_at_once(pr
     assert processor.relay.unmarked("big") == []
     assert processor.relay.pending("big") == []
 
-
-def test_marks_beyond_the_room_left_in_a_full_transaction_are_not_lost(processor, table):
-    processor.run("big", emit(MAX_REMEMBERED_PER_PARTITION), inbox_id="m1")
-    assert len(processor.relay.unmarked("big")) == MAX_REMEMBERED_PER_PARTITION
-
-    processor.run("big", emit(90), inbox_id="m2")  # 91 entities: room for 9 marks only
-
-    pending = {row.row_key for row in processor.relay.pending("big")}
-    unmarked = {row.row_key for row in processor.relay.unmarked("big")}
-    assert pending == unmarked  # marked in storage, or still remembered: none forgotten
-    assert 0 < len(unmarked) <= MAX_REMEMBERED_PER_PARTITION
-    assert processor.relay.flush() == len(unmarked)
-    assert processor.relay.pending("big") == []
-    assert len(list(table.query_entities("RowKey ge 'outbox|' and RowKey lt 'outbox}'"))) == 140
 
 
 def test_an_idle_flush_that_storage_refuses_leaves_the_rows_to_the_sweeper(
