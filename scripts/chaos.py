@@ -390,6 +390,18 @@ class HostProcess:
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
         return Counter((match[1], match[2]) for match in executed.finditer(text))
 
+    def redeliveries_absorbed(self) -> int:
+        """Successful invocations for a Service Bus message that had already been handled
+        successfully (a duplicate the inbox absorbed), from the host's log lines."""
+        executing = re.compile(r"Executing 'Functions\.\w+' \(Reason='\(null\)MessageReceived "
+                               r"\(MessageId=([^,]+),.*?Id=([0-9a-f-]+)\)$", re.MULTILINE)
+        executed = re.compile(r"Executed 'Functions\.\w+' \(Succeeded, Id=([0-9a-f-]+)")
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        message_of = {match[2]: match[1] for match in executing.finditer(text)}
+        handled = Counter(message_of[match[1]] for match in executed.finditer(text)
+                          if match[1] in message_of)
+        return sum(count - 1 for count in handled.values())
+
 
 @dataclass
 class ChaosCloud:
@@ -1108,6 +1120,7 @@ async def run_chaos(options: Options, say: Say = demo.quiet) -> RunReport:
         promised = [promise for report in reports for promise in report.promised]
         platform = judge(PLATFORM_INVARIANTS, await collect_platform(cloud, promised))
         invocations = cloud.host.invocations()
+        absorbed = cloud.host.redeliveries_absorbed()
         storage_hits = cloud.proxy.faults.injected()
         storage_requests = cloud.proxy.faults.requests()
         duplicates = faults.broker_duplicates()
@@ -1120,8 +1133,9 @@ async def run_chaos(options: Options, say: Say = demo.quiet) -> RunReport:
         "storage requests proxied": ", ".join(
             f"{service}: {count}" for service, count in sorted(storage_requests.items())),
         "host kills (SIGKILL) and restarts": str(kills),
-        "broker duplicates absorbed": ", ".join(
+        "broker duplicates made": ", ".join(
             f"{kind}: {count}" for kind, count in duplicates.items()),
+        "messages handled again and absorbed (inbox)": str(absorbed),
         "host invocations": ", ".join(
             f"{name} {ok} {count}" for (name, ok), count in sorted(invocations.items())),
         "failed invocations (redelivered)": str(sum(
