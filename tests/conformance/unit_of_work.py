@@ -26,6 +26,7 @@ from agents.backbone import (
     MessageProcessor,
     OutboxRelay,
     OutboxRow,
+    PublishFailed,
     RequestCounter,
     SchemaRegistry,
     Settlement,
@@ -58,6 +59,30 @@ class RecordingPublisher:
 
     def publish(self, rows: Sequence[OutboxRow]) -> None:
         self.published.extend(rows)
+
+
+class FailingPublisher:
+    """A `Publisher` whose publish is the given function (e.g. one that raises)."""
+
+    def __init__(self, publish: Callable[[Sequence[OutboxRow]], None]) -> None:
+        self.publish = publish
+
+
+class RecordingReceiver:
+    """Records settlements in the shape of the SDK's receiver."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    def complete_message(self, message: str) -> None:
+        self.calls.append(("complete", message))
+
+    def abandon_message(self, message: str) -> None:
+        self.calls.append(("abandon", message))
+
+    def dead_letter_message(self, message: str, reason: str | None = None,
+                            error_description: str | None = None) -> None:
+        self.calls.append(("dead-letter", message, str(reason), str(error_description)))
 
 
 class LosingReceiver:
@@ -274,6 +299,31 @@ class UnitOfWorkConformance:
             ("dead-letter", "delivery 1", "CompensationExhausted", "saga s1: gave up"),
             ("dead-letter", "delivery 2", "CompensationExhausted", "saga s1: gave up"),
         ]
+
+    def test_a_dead_letter_decided_before_dispatch_failed_arrives_on_redelivery(
+        self, processor: MessageProcessor, publisher: RecordingPublisher,
+    ) -> None:
+        command = increment_command("s1")
+
+        def give_up_and_alert(event: Envelope, uow: UnitOfWork) -> None:
+            give_up_once(event, uow)
+            uow.emit(event.follow(INCREMENTED, {"total": 0, "by": 1}, source="/tests"),
+                     destination="alerts")
+
+        def publish_fails_once(rows: Sequence[OutboxRow]) -> None:
+            processor.relay.publisher = publisher  # the next delivery publishes
+            raise PublishFailed("broker unreachable after the commit")
+
+        processor.relay.publisher = FailingPublisher(publish_fails_once)
+        receiver = RecordingReceiver()
+        first = settle(receiver, "delivery 1",
+                       lambda: processor.handle(command, give_up_and_alert))
+        second = settle(receiver, "delivery 2",
+                        lambda: processor.handle(command, give_up_and_alert))
+        assert (first, second) == (Settlement.ABANDONED, Settlement.DEAD_LETTERED)
+        assert receiver.calls[1] == (
+            "dead-letter", "delivery 2", "CompensationExhausted", "saga s1: gave up")
+        assert [row.destination for row in publisher.published] == ["alerts"]
 
     def test_a_completed_message_is_completed_again_after_a_lost_settlement(
         self, processor: MessageProcessor,
