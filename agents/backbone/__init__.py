@@ -51,51 +51,84 @@ Handlers must only stage effects on the unit of work (`save`, `emit`, `append`):
 runs again after a 412 and also for a duplicate delivery (whose commit is then rejected).
 """
 
-from agents.backbone import settings
-from agents.backbone.envelope import Envelope
-from agents.backbone.errors import (
-    BackboneError,
-    ConcurrencyConflict,
-    ConfigurationError,
-    Disposition,
-    InvalidEvent,
-    PoisonMessage,
-    PublishFailed,
-    StorageError,
-    StorageUnavailable,
-    TransactionTooLarge,
-    TransientError,
-    classify,
-)
-from agents.backbone.memory import MemoryStore
-from agents.backbone.outbox import OutboxRelay, OutboxRow, PurgeReport
-from agents.backbone.parking import park, parked_event
-from agents.backbone.partitions import HotKeyDetector, PartitionKeys
-from agents.backbone.processing import MessageProcessor, Outcome
-from agents.backbone.publishers import (
-    EventGridPublisher,
-    EventHubsPublisher,
-    Publisher,
-    RoutingPublisher,
-    ServiceBusPublisher,
-)
-from agents.backbone.saga import (
-    SagaDefinition,
-    SagaEngine,
-    SagaStatus,
-    SagaStep,
-    SagaView,
-    StepKind,
-    StepStatus,
-    reply_destination,
-    reply_for,
-)
-from agents.backbone.schemas import SchemaRegistry
-from agents.backbone.settlement import Settlement, dead_letter, settle
-from agents.backbone.store import Store
-from agents.backbone.tables import RequestCounter, TableStore, state_table
-from agents.backbone.unit_of_work import Committed, UnitOfWork, run_unit_of_work
-from agents.backbone.wire import parse_eventgrid, parse_eventhub, parse_servicebus, to_cloudevent
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names load from their module on first use, so importing one module of the kit (a
+# Blueprint at cold start) does not load them all, nor the SDKs behind them.
+if TYPE_CHECKING:
+    from agents.backbone import settings
+    from agents.backbone.envelope import Envelope
+    from agents.backbone.errors import (
+        BackboneError,
+        ConcurrencyConflict,
+        ConfigurationError,
+        Disposition,
+        InvalidEvent,
+        PoisonMessage,
+        PublishFailed,
+        StorageError,
+        StorageUnavailable,
+        TransactionTooLarge,
+        TransientError,
+        classify,
+    )
+    from agents.backbone.memory import MemoryStore
+    from agents.backbone.outbox import OutboxRelay, OutboxRow, PurgeReport
+    from agents.backbone.parking import park, parked_event
+    from agents.backbone.partitions import HotKeyDetector, PartitionKeys
+    from agents.backbone.processing import MessageProcessor, Outcome
+    from agents.backbone.publishers import (
+        EventGridPublisher,
+        EventHubsPublisher,
+        Publisher,
+        RoutingPublisher,
+        ServiceBusPublisher,
+    )
+    from agents.backbone.saga import (
+        SagaDefinition,
+        SagaEngine,
+        SagaStatus,
+        SagaStep,
+        SagaView,
+        StepKind,
+        StepStatus,
+        reply_destination,
+        reply_for,
+    )
+    from agents.backbone.schemas import SchemaRegistry
+    from agents.backbone.settlement import Settlement, dead_letter, settle
+    from agents.backbone.store import Store
+    from agents.backbone.tables import RequestCounter, TableStore, state_table
+    from agents.backbone.unit_of_work import Committed, UnitOfWork, run_unit_of_work
+    from agents.backbone.wire import (
+        parse_eventgrid,
+        parse_eventhub,
+        parse_servicebus,
+        to_cloudevent,
+    )
+
+_HOMES: dict[str, str] = {name: module for module, names in (
+    ("envelope", "Envelope"),
+    ("errors", "BackboneError ConcurrencyConflict ConfigurationError Disposition InvalidEvent"
+               " PoisonMessage PublishFailed StorageError StorageUnavailable TransactionTooLarge"
+               " TransientError classify"),
+    ("memory", "MemoryStore"),
+    ("outbox", "OutboxRelay OutboxRow PurgeReport"),
+    ("parking", "park parked_event"),
+    ("partitions", "HotKeyDetector PartitionKeys"),
+    ("processing", "MessageProcessor Outcome"),
+    ("publishers", "EventGridPublisher EventHubsPublisher Publisher RoutingPublisher"
+                   " ServiceBusPublisher"),
+    ("saga", "SagaDefinition SagaEngine SagaStatus SagaStep SagaView StepKind StepStatus"
+             " reply_destination reply_for"),
+    ("schemas", "SchemaRegistry"),
+    ("settlement", "Settlement dead_letter settle"),
+    ("store", "Store"),
+    ("tables", "RequestCounter TableStore state_table"),
+    ("unit_of_work", "Committed UnitOfWork run_unit_of_work"),
+    ("wire", "parse_eventgrid parse_eventhub parse_servicebus to_cloudevent"),
+) for name in names.split()}
 
 __all__ = [
     "BackboneError",
@@ -152,3 +185,11 @@ __all__ = [
     "state_table",
     "to_cloudevent",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "settings":
+        return importlib.import_module("agents.backbone.settings")
+    if name not in _HOMES:
+        raise AttributeError(f"module 'agents.backbone' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"agents.backbone.{_HOMES[name]}"), name)

@@ -8,14 +8,12 @@ Two families decide what a trigger does with the incoming message:
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
 
-from azure.core.exceptions import (
-    AzureError,
-    HttpResponseError,
-    ResourceModifiedError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
+# azure-core loads with the first SDK client, not at import (cold start): an Azure error
+# to map means it is loaded.
+if TYPE_CHECKING:
+    from azure.core.exceptions import AzureError
 
 
 class BackboneError(Exception):
@@ -105,6 +103,13 @@ def classify(error: BaseException) -> Disposition:
 
 def map_storage_error(error: AzureError) -> BackboneError:
     """Translate an azure-core / azure-data-tables exception into a backbone exception."""
+    from azure.core.exceptions import (
+        HttpResponseError,
+        ResourceModifiedError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
+
     if isinstance(error, ResourceModifiedError):
         return ConcurrencyConflict(f"ETag mismatch: {_first_line(error)}")
     if isinstance(error, ServiceRequestError | ServiceResponseError):

@@ -21,8 +21,6 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from azure.data.tables import TableClient
-
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import StorageError, TransientError
 from agents.backbone.store import Operation, Store, StoredRow, TransactionRefused, Write
@@ -35,6 +33,8 @@ from agents.backbone.tables import (
 )
 
 if TYPE_CHECKING:
+    from azure.data.tables import TableClient
+
     from agents.backbone.publishers import Publisher
 
 PENDING = "pending"

@@ -18,9 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Generic, TypeVar
-
-from azure.data.tables import TableClient
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import InvalidEvent
@@ -34,6 +32,9 @@ from agents.backbone.unit_of_work import (
     UnitOfWork,
     run_unit_of_work,
 )
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableClient
 
 T = TypeVar("T")
 

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
-from azure.core.exceptions import AzureError
-
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import ConfigurationError, PublishFailed
 from agents.backbone.outbox import OutboxRow
@@ -42,8 +40,15 @@ if TYPE_CHECKING:
         ServiceBusSender,
     )
 
-_SDK_ERRORS = (AzureError, OSError)  # ServiceBusError and Event Grid's errors are AzureErrors
 _EVENTGRID_CHUNK = 100
+
+
+def _sdk_errors(*more: type[Exception]) -> tuple[type[Exception], ...]:
+    """What a failed send raises: an `except` evaluates this only once a send failed, when
+    azure-core is loaded. ServiceBusError and Event Grid's errors are AzureErrors."""
+    from azure.core.exceptions import AzureError
+
+    return (AzureError, OSError, *more)
 
 
 class Publisher(Protocol):
@@ -162,7 +167,7 @@ class ServiceBusPublisher(Closing):
             try:
                 with target.lock:
                     self._send(target.sender, group, session=destination in self._sessions)
-            except _SDK_ERRORS as error:
+            except _sdk_errors() as error:
                 raise PublishFailed(
                     f"Service Bus send to {destination} failed: {error}") from error
 
@@ -249,7 +254,7 @@ class EventHubsPublisher(Closing):
                 with lock:
                     for key, keyed in by_key.items():
                         self._send(producer, key, keyed)
-            except (*_SDK_ERRORS, EventHubError) as error:
+            except _sdk_errors(EventHubError) as error:
                 raise PublishFailed(f"Event Hubs send to {hub} failed: {error}") from error
 
     def close(self) -> None:
@@ -302,7 +307,7 @@ class EventGridPublisher(Closing):
             try:
                 for start in range(0, len(events), _EVENTGRID_CHUNK):
                     client.send(events[start:start + _EVENTGRID_CHUNK])
-            except _SDK_ERRORS as error:
+            except _sdk_errors() as error:
                 raise PublishFailed(f"Event Grid send to {destination} failed: {error}") from error
 
     def close(self) -> None:

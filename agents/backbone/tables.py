@@ -15,14 +15,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ParamSpec, TypeVar
-
-from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, ResourceNotFoundError
-from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from agents.backbone.errors import map_storage_error
 from agents.backbone.store import Operation, Refusal, Store, StoredRow, TransactionRefused, Write
+
+# The Tables SDK and azure-core load with the first table client, not at import (cold start);
+# a call on a client imports what it catches.
+if TYPE_CHECKING:
+    from azure.data.tables import TableClient, TableServiceClient, TableTransactionError
 
 STATE_ROW = "state"
 INBOX_PREFIX = "inbox|"
@@ -117,6 +118,8 @@ def state_table(
 
 def storage_call(operation: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Run one SDK call, translating Azure errors into backbone errors."""
+    from azure.core.exceptions import AzureError
+
     try:
         return operation(*args, **kwargs)
     except AzureError as error:
@@ -131,6 +134,8 @@ class TableStore(Store):
         self.name = table.table_name
 
     def get(self, partition_key: str, row_key: str) -> StoredRow | None:
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
         try:
             entity = self.table.get_entity(partition_key, row_key)
         except ResourceNotFoundError:
@@ -140,6 +145,9 @@ class TableStore(Store):
         return StoredRow(dict(entity), str(entity.metadata["etag"]))
 
     def submit(self, operations: Sequence[Operation]) -> list[str]:
+        from azure.core.exceptions import AzureError
+        from azure.data.tables import TableTransactionError
+
         try:
             results = self.table.submit_transaction([_sdk_operation(op) for op in operations])
         except TableTransactionError as error:
@@ -166,6 +174,8 @@ class TableStore(Store):
         if before is not None:
             clauses.append(f"{before[0]} lt @before")
             parameters["before"] = before[1]
+        from azure.core.exceptions import AzureError
+
         try:
             entities = list(self.table.query_entities(" and ".join(clauses),
                                                       parameters=parameters or None))
@@ -176,10 +186,13 @@ class TableStore(Store):
 
 def as_store(store: Store | TableClient) -> Store:
     """A `Store`; a bare `TableClient` (the older signature) gets the Table adapter."""
-    return TableStore(store) if isinstance(store, TableClient) else store
+    return store if isinstance(store, Store) else TableStore(store)
 
 
 def _sdk_operation(operation: Operation) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    from azure.core import MatchConditions
+    from azure.data.tables import UpdateMode
+
     guard: dict[str, Any] = {}
     if operation.etag is not None:
         guard = {"etag": operation.etag, "match_condition": MatchConditions.IfNotModified}

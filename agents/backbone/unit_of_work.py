@@ -25,15 +25,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
-
-from azure.data.tables import TableClient
-from tenacity import (
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import ConcurrencyConflict, TransactionTooLarge
@@ -49,6 +41,9 @@ from agents.backbone.store import (
     check_transaction_limits,
 )
 from agents.backbone.tables import STATE_ROW, as_store, inbox_row, table_key
+
+if TYPE_CHECKING:  # the Tables SDK and tenacity load on first use (cold start)
+    from azure.data.tables import TableClient
 
 # The inbox marker's `Disposition`: what settling the message must do, on every delivery.
 COMPLETE = "complete"
@@ -286,6 +281,13 @@ def run_unit_of_work(
     Retries are bounded (`attempts`) with jittered exponential backoff; after the last one
     `ConcurrencyConflict` propagates (transient: the broker redelivers).
     """
+    from tenacity import (
+        Retrying,
+        retry_if_exception_type,
+        stop_after_attempt,
+        wait_random_exponential,
+    )
+
     retrying = Retrying(
         retry=retry_if_exception_type(ConcurrencyConflict),
         stop=stop_after_attempt(attempts),

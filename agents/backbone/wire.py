@@ -13,13 +13,14 @@ import base64
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
-
-from azure.core.messaging import CloudEvent
+from typing import TYPE_CHECKING, Any
 
 from agents.backbone.envelope import Envelope, format_time
 from agents.backbone.errors import InvalidEvent
 from agents.backbone.schemas import SchemaRegistry
+
+if TYPE_CHECKING:  # azure-core loads with the Event Grid publisher (cold start)
+    from azure.core.messaging import CloudEvent
 
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 PROPERTY_PREFIXES = ("cloudEvents_", "cloudEvents:")
@@ -75,6 +76,8 @@ def parse_eventgrid(
 
 def to_cloudevent(envelope: Envelope) -> CloudEvent[dict[str, Any]]:
     """The azure-core `CloudEvent` the Event Grid publisher sends."""
+    from azure.core.messaging import CloudEvent
+
     extensions = {
         name: value
         for name in ("partitionkey", "correlationid", "causationid", "traceparent")

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from azure.core.exceptions import ResourceNotFoundError
-
 from agents.orders.model import SERVICE_OF_ACTION, Action, Service
 
 if TYPE_CHECKING:  # the Tables SDK loads with the first table client (cold start)
@@ -103,6 +101,8 @@ class Switchboard:
 
     def lookup(self, service: Service, applicable: list[str]) -> Switch:
         """One query for the service's switches; the most specific applicable one wins."""
+        from azure.core.exceptions import ResourceNotFoundError
+
         try:
             rows = {
                 row["RowKey"]: row

@@ -56,3 +56,16 @@ def test_an_unrouted_destination_is_a_configuration_error():
 def test_event_hubs_refuses_a_scheduled_row():
     with pytest.raises(ConfigurationError, match="cannot schedule"):
         EventHubsPublisher({}).publish([row("fraud-payments", scheduled=True)])
+
+
+def test_a_send_that_cannot_reach_service_bus_raises_publish_failed_naming_the_queue():
+    from azure.servicebus import ServiceBusClient
+
+    from agents.backbone import PublishFailed, ServiceBusPublisher
+    from devstack.azurite import free_port
+
+    nobody = (f"Endpoint=sb://127.0.0.1:{free_port()};SharedAccessKeyName=k;SharedAccessKey=v;"
+              "UseDevelopmentEmulator=true")
+    with ServiceBusPublisher(ServiceBusClient.from_connection_string(
+            nobody, retry_total=0)) as publisher, pytest.raises(PublishFailed, match="nowhere"):
+        publisher.publish([row("nowhere")])
