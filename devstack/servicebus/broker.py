@@ -721,22 +721,33 @@ class Broker:
         sessions = self._sessions
         while sessions and sessions[0][0] <= now:
             _, _, entity, session = heapq.heappop(sessions)
-            owner = session.owner
-            if owner is not None and session.locked_until_ms <= now:
-                entity.release_session(session)
-                owner.detach(AmqpError(SESSION_LOCK_LOST, "The session lock has expired."))
+            if session.locked_until_ms <= now:
+                self._lose_session(entity, session)
 
     def expire_locks(self, path: str | None = None) -> int:
-        """Expire every current message lock now (fault injection); returns how many."""
+        """Expire every current message lock now (fault injection); returns how many
+        messages were locked. On a session entity the session locks expire instead, as
+        its messages have none of their own: the receivers lose their sessions."""
         count = 0
-        for entity in self.entities.values():
+        for entity in list(self.entities.values()):
             if path is not None and entity.path != path.lower():
+                continue
+            count += len(entity.locks)
+            if entity.uses_sessions:
+                for session in list(entity.sessions.values()):
+                    self._lose_session(entity, session)
                 continue
             for message in list(entity.locks.values()):
                 message.locked_until_ms = 0
                 entity.unlock(message)
-                count += 1
         return count
+
+    def _lose_session(self, entity: MessageEntity, session: MessageSession) -> None:
+        owner = session.owner
+        if owner is None:
+            return
+        entity.release_session(session)
+        owner.detach(AmqpError(SESSION_LOCK_LOST, "The session lock has expired."))
 
     def fingerprint(self) -> tuple[int, int]:
         """Changes whenever a message arrives or leaves: (last sequence number, count)."""

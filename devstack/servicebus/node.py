@@ -357,6 +357,9 @@ class ServiceBusNode(Node):
     def _op_update_disposition(self, path: str, body: dict[Any, Any]) -> ManagementResponse:
         entity = self._entity(path)
         status = str(body.get("disposition-status", ""))
+        session_id = body.get("session-id")
+        if entity.uses_sessions and session_id is not None:
+            entity.session_for(str(session_id))  # session-lock-lost once the session is
         for raw in body.get("lock-tokens", []):
             token = _uuid(raw)
             if status == "completed":

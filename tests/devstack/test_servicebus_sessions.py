@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 from azure.servicebus import NEXT_AVAILABLE_SESSION, ServiceBusClient, ServiceBusMessage
-from azure.servicebus.exceptions import ServiceBusError, SessionCannotBeLockedError
+from azure.servicebus.exceptions import (
+    ServiceBusError,
+    SessionCannotBeLockedError,
+    SessionLockLostError,
+)
 
 MAX_WAIT = 3
 
@@ -117,3 +121,18 @@ def test_next_available_session_receiver_waits_for_a_session_to_arrive(client, s
     send(client, ("late", "arrived"))
     waiting.join(timeout=30)
     assert wait_until(lambda: received) == ["late:arrived"]
+
+
+def test_expired_locks_on_a_session_queue_expire_the_session_lock(client, stack):
+    # Session messages have no locks of their own on the service: expiring locks there
+    # means the session lock is lost, and the session's messages go to its next receiver.
+    send(client, ("ex", "held"))
+    with client.get_queue_receiver("sessions", session_id="ex") as receiver:
+        (message,) = receiver.receive_messages(max_wait_time=MAX_WAIT)
+        assert stack.faults.expire_locks("sessions") == 1
+        with pytest.raises(SessionLockLostError):
+            receiver.complete_message(message)
+    with client.get_queue_receiver("sessions", session_id="ex") as receiver:
+        (again,) = receiver.receive_messages(max_wait_time=MAX_WAIT)
+        assert (str(again), again.delivery_count) == ("held", 1)
+        receiver.complete_message(again)
