@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import agents.backbone
 
@@ -18,5 +19,5 @@ def test_importing_the_envelope_loads_no_sdk_and_no_adapter():
     probe = ("import sys, agents.backbone.envelope; print(sorted(m for m in sys.modules"
              " if m.startswith(('agents.backbone.', 'azure', 'jsonschema', 'tenacity'))))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            check=True).stdout.strip()
+                            check=True, cwd=Path(__file__).resolve().parents[3]).stdout.strip()
     assert loaded == "['agents.backbone.envelope', 'agents.backbone.errors']"
