@@ -8,10 +8,9 @@ import pytest
 from scripts.chaos import ALL_FAULTS, DEAD_LETTER_REASONS, Options, run_chaos
 
 SHORT = Options(seed=11, orders=30, duration=25.0, faults=ALL_FAULTS, drain_seconds=180.0)
-# Broken on main until issue 8 lands (the run reports them; the full run's note names them):
-# 8.1, a shipping reply after the deadline compensates a dispatched parcel, and 8.4, the
-# classic binding lets the broker dead-letter poison with MaxDeliveryCountExceeded.
-AWAITING_ISSUE_8 = {"nothing shipped for a compensated order", DEAD_LETTER_REASONS}
+# Broken on main until issue 8.4 lands (the run reports it): the classic binding lets the
+# broker dead-letter poison with MaxDeliveryCountExceeded instead of the app's reason.
+AWAITING_ISSUE_8 = {DEAD_LETTER_REASONS}
 
 
 @pytest.mark.timeout(600)
