@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agents.backbone.errors import BackboneError, ConfigurationError
-from agents.ops import deadletters, eventgrid, outbox, poison
+from agents.ops import counts, deadletters, eventgrid, outbox, poison
 from agents.ops.config import Catalogue, OpsError, load_settings
 from agents.ops.connections import Connections
 
@@ -135,6 +135,26 @@ def print_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[st
         view.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
     console.print(view)
     console.print(f"{len(rows)} {title.lower()}")
+
+
+# --- Service Bus message counts -----------------------------------------------------------
+
+COUNT_COLUMNS = ("entity", "active", "deadLetter", "scheduled", "transfer",
+                 "transferDeadLetter", "total")
+
+
+@app.command("counts")
+def counts_list(
+    ctx: typer.Context,
+    entity: Annotated[str | None, typer.Option(
+        help="A queue, or a subscription as TOPIC/SUBSCRIPTION; default: every entity.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Message counts per queue and subscription from the administration API's runtime
+    properties (nothing is peeked or locked)."""
+    with session(ctx) as (connections, catalogue):
+        found = counts.entity_counts(connections.env, catalogue, entity)
+    print_table("Message counts", [row.summary() for row in found], COUNT_COLUMNS, as_json)
 
 
 # --- Service Bus dead-letter queues ------------------------------------------------------
