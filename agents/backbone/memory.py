@@ -4,7 +4,8 @@ It keeps the Table semantics the unit of work and the outbox rely on, checked by
 conformance suite as `TableStore` (`tests/conformance/`): an ETag per row that changes on
 every write, one-partition transactions applied all or nothing, the first refused operation
 reported by index (insert of an existing row, stale ETag, missing row), the entity-group
-limits, rows ordered by PartitionKey then RowKey. Thread-safe (one lock), so races between
+limits and property types, None properties not stored, rows ordered by PartitionKey then
+RowKey. Thread-safe (one lock), so races between
 threads behave as on the service. Each call counts as one request on `counter`, the way a
 `TableStore` built with `counter.hook` counts HTTP requests.
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from agents.backbone.errors import StorageError
@@ -36,6 +37,7 @@ from agents.backbone.store import (
     StoredRow,
     TransactionRefused,
     Write,
+    check_property_types,
     check_transaction_limits,
 )
 from agents.backbone.tables import RequestCounter
@@ -61,6 +63,7 @@ class MemoryStore(Store):
 
     def submit(self, operations: Sequence[Operation]) -> list[str]:
         self._count()
+        check_property_types(operations)
         check_transaction_limits(operations)
         partitions = {operation.partition_key for operation in operations}
         if len(partitions) > 1:
@@ -115,11 +118,16 @@ class MemoryStore(Store):
         if operation.write is Write.DELETE:
             return None
         if operation.write is Write.MERGE:
-            return self._new_version({**current.entity, **operation.entity})
+            patch = {k: v for k, v in operation.entity.items() if v is not None}
+            return self._new_version({**current.entity, **patch})
         return self._new_version(operation.entity)
 
     def _new_version(self, entity: Mapping[str, Any]) -> StoredRow:
-        return StoredRow(dict(entity), f'W/"{next(self._versions)}"')
+        # As the service stores them: None properties dropped, times in UTC.
+        stored = {name: value.replace(tzinfo=UTC)
+                  if isinstance(value, datetime) and value.tzinfo is None else value
+                  for name, value in entity.items() if value is not None}
+        return StoredRow(stored, f'W/"{next(self._versions)}"')
 
     def _count(self) -> None:
         if self._counter is not None:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import enum
 import json
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from agents.backbone.errors import ConcurrencyConflict, TransactionTooLarge
+from agents.backbone.errors import ConcurrencyConflict, StorageError, TransactionTooLarge
 
 # The limits of one entity-group transaction (Azure Table Storage), kept by every adapter.
 MAX_ENTITIES = 100
@@ -28,6 +29,9 @@ MAX_ENTITY_BYTES = 1024 * 1024
 MAX_PROPERTY_BYTES = 64 * 1024
 # Multipart headers around each operation in the $batch body (measured: ~400 bytes).
 _PER_OPERATION_OVERHEAD = 512
+# What a property can hold (the SDK maps a bare int to Edm.Int32 and refuses a larger one).
+PROPERTY_TYPES = (str, bool, int, float, datetime, bytes, uuid.UUID, type(None))
+_INT32 = range(-2**31, 2**31)
 
 
 class Write(enum.Enum):
@@ -91,7 +95,9 @@ class Store(ABC):
     @abstractmethod
     def submit(self, operations: Sequence[Operation]) -> list[str]:
         """Apply `operations` (one partition) atomically; the new ETag of each written row
-        ("" for a delete). Raises `TransactionRefused`, or a mapped backbone error."""
+        ("" for a delete). Raises `TransactionRefused`, or a mapped backbone error
+        (`StorageError` for a value `check_property_types` refuses). A None property is not
+        stored; a naive datetime reads back as UTC."""
 
     @abstractmethod
     def query(
@@ -130,6 +136,20 @@ def check_transaction_limits(operations: Sequence[Operation]) -> None:
         raise TransactionTooLarge(
             f"transaction payload is about {total} bytes; the limit is {MAX_TRANSACTION_BYTES}"
         )
+
+
+def check_property_types(operations: Sequence[Operation]) -> None:
+    """Raise `StorageError` naming a property Table Storage cannot hold (a list, a dict, an
+    int beyond 32 bits), before the SDK refuses the whole batch with a vaguer TypeError."""
+    for operation in operations:
+        for name, value in operation.entity.items():
+            if not isinstance(value, PROPERTY_TYPES) or (
+                    isinstance(value, int) and not isinstance(value, bool)
+                    and value not in _INT32):
+                raise StorageError(
+                    f"property {name} of row {operation.row_key}: {type(value).__name__} "
+                    f"{value!r:.40} is not a Table property value (str, bool, 32-bit int, "
+                    "float, datetime, bytes, UUID); store it as a string or JSON")
 
 
 def _property_bytes(value: object) -> int:

@@ -18,7 +18,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from agents.backbone.errors import map_storage_error
-from agents.backbone.store import Operation, Refusal, Store, StoredRow, TransactionRefused, Write
+from agents.backbone.store import (
+    Operation,
+    Refusal,
+    Store,
+    StoredRow,
+    TransactionRefused,
+    Write,
+    check_property_types,
+)
 
 # The Tables SDK and azure-core load with the first table client, not at import (cold start);
 # a call on a client imports what it catches.
@@ -148,6 +156,7 @@ class TableStore(Store):
         from azure.core.exceptions import AzureError
         from azure.data.tables import TableTransactionError
 
+        check_property_types(operations)
         try:
             results = self.table.submit_transaction([_sdk_operation(op) for op in operations])
         except TableTransactionError as error:

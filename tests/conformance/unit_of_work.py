@@ -30,6 +30,7 @@ from agents.backbone import (
     RequestCounter,
     SchemaRegistry,
     Settlement,
+    StorageError,
     Store,
     TransactionTooLarge,
     UnitOfWork,
@@ -221,6 +222,26 @@ class UnitOfWorkConformance:
             with pytest.raises(TransactionRefused) as refused:
                 store.submit([Operation(write, row("p", "r"), etag)])
             assert refused.value.refusal is Refusal.MISSING
+
+    @pytest.mark.parametrize("value", [[1, 2], {"a": 1}, 2**31, -(2**31) - 1])
+    def test_a_value_a_table_cannot_hold_is_refused_naming_the_property(
+        self, store: Store, rows: Rows, value: object,
+    ) -> None:
+        with pytest.raises(StorageError, match="property amount of row r"):
+            store.submit([Operation(Write.INSERT, row("p", "r", amount=value))])
+        assert rows() == {}
+
+    def test_a_none_property_is_not_stored_nor_merged_and_a_naive_time_reads_back_in_utc(
+        self, store: Store,
+    ) -> None:
+        [etag] = store.submit([Operation(Write.INSERT, row(
+            "p", "r", gone=None, kept="x", big=2**31 - 1, at=datetime(2026, 1, 1)))])
+        store.submit([Operation(Write.MERGE, row("p", "r", kept=None), etag)])
+        stored = store.get("p", "r")
+        assert stored is not None
+        assert "gone" not in stored.entity
+        assert (stored.entity["kept"], stored.entity["big"]) == ("x", 2**31 - 1)
+        assert stored.entity["at"] == datetime(2026, 1, 1, tzinfo=UTC)
 
     def test_a_query_filters_by_prefix_partition_value_and_time_in_key_order(
         self, store: Store, clock: Clock,
