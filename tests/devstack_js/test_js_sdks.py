@@ -18,6 +18,7 @@ from tests.devstack.conftest import TEST_CONFIG
 from tests.devstack.test_eventhubs_sdk import SAMPLE_CONFIG
 
 SCENARIOS = Path(__file__).parent / "scenarios"
+REPO = Path(__file__).resolve().parents[2]
 NODE = shutil.which("node")
 SCENARIO_TIMEOUT = 60
 
@@ -31,6 +32,8 @@ def stack() -> Iterator[DevStack]:
 def scenario(stack: DevStack, name: str) -> dict[str, Any]:
     """Run scenarios/<name>.mjs against `stack` and return the JSON it printed."""
     assert NODE is not None, "node is not on PATH (the Makefile's npm ci needs it too)"
+    assert (REPO / "node_modules" / "@azure" / "service-bus").exists(), \
+        "the JavaScript SDKs are not installed: run `npm ci` (make install does)"
     done = subprocess.run(
         [NODE, str(SCENARIOS / f"{name}.mjs")], capture_output=True, text=True,
         timeout=SCENARIO_TIMEOUT,
