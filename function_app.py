@@ -1,7 +1,9 @@
 """Composition root: the FunctionApp, with each agent's Blueprint registered.
 
 Each Blueprint composes its agent from the app settings on its first invocation, so importing
-this module (cold start, indexing) opens no client and loads no agent's adapters.
+this module (cold start, indexing) opens no client and loads no agent's adapters. The simulated
+services are registered only where `ORDERS_SIMULATORS_ENABLED` says so (locally; never in the
+Bicep deployment).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from typing import TYPE_CHECKING
 
 import azure.functions as func
 
+from agents.orders import simulated
 from agents.orders.blueprint import blueprint as orders_blueprint
 
 if TYPE_CHECKING:
     from agents.orders.handlers import OrdersAgent
+    from agents.orders.simulated.handlers import SimulatedServices
 
 
 def compose_orders() -> OrdersAgent:
@@ -23,5 +27,15 @@ def compose_orders() -> OrdersAgent:
     return bootstrap.bootstrap(os.environ)
 
 
+def compose_simulated() -> SimulatedServices:
+    from agents.orders.simulated import bootstrap
+
+    return bootstrap.bootstrap(os.environ)
+
+
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(orders_blueprint(compose_orders))
+if simulated.enabled(os.environ):
+    from agents.orders.simulated.blueprint import blueprint as simulated_blueprint
+
+    app.register_functions(simulated_blueprint(compose_simulated))

@@ -279,7 +279,12 @@ var llmCallSettings = {
   LLM_MAX_RETRIES: string(llmMaxRetries)
 }
 
-var appSettings = union(connectionSettings, telemetrySettings, reasonerSettings, llmCallSettings)
+// The simulated inventory, payments and shipping services are for the local stack only.
+var agentSettings = {
+  ORDERS_SIMULATORS_ENABLED: 'false'
+}
+
+var appSettings = union(connectionSettings, telemetrySettings, reasonerSettings, llmCallSettings, agentSettings)
 
 module premiumApp 'modules/function-app-premium.bicep' = if (!isFlex) {
   name: 'function-app-premium'

@@ -61,6 +61,7 @@ from agents.ops.servicebus import peek_all, receiver  # noqa: E402
 from agents.orders import bootstrap, entities  # noqa: E402
 from agents.orders.edge import order_id_for  # noqa: E402
 from agents.orders.model import Service  # noqa: E402
+from agents.orders.simulated import bootstrap as simulated_bootstrap  # noqa: E402
 from devstack.azurite import Azurite, free_port  # noqa: E402
 from devstack.server import DevStack  # noqa: E402
 from devstack.storageproxy import StorageFault, StorageProxy  # noqa: E402
@@ -515,7 +516,7 @@ LAYERS = {"broker": BROKER_FAULTS, "storage": STORAGE_FAULTS, "process": PROCESS
 ALL_FAULTS = (*BROKER_FAULTS, *STORAGE_FAULTS, *PROCESS_FAULTS, *PARTICIPANT_FAULTS)
 # Seconds of load per occurrence of each kind (at least one of each chosen kind per run).
 PERIOD = {kind: 20.0 for kind in ALL_FAULTS} | {"host-kill": 60.0, "participant-fail": 45.0}
-STORAGE_TABLES = (bootstrap.SAGAS_TABLE, *bootstrap.LEDGER_TABLES.values(), None)
+STORAGE_TABLES = (bootstrap.SAGAS_TABLE, *simulated_bootstrap.LEDGER_TABLES.values(), None)
 SERVICES = tuple(service.value for service in Service)
 
 
@@ -891,7 +892,7 @@ class OrdersWorkload(Workload):
                     Service.SHIPPING: ""}
         counted = {"charge": "charges", "refund": "refunds", "hold": "holds",
                    "release": "releases", "shipment": "shipments"}
-        for service, table_name in bootstrap.LEDGER_TABLES.items():
+        for service, table_name in simulated_bootstrap.LEDGER_TABLES.items():
             table = cloud.tables.get_table_client(table_name)
             for row in table.list_entities():
                 order_id = str(row["PartitionKey"]).removeprefix(prefixes[service])

@@ -56,8 +56,9 @@ from agents.ops.config import Catalogue  # noqa: E402
 from agents.ops.connections import Connections  # noqa: E402
 from agents.ops.deadletters import DeadLetter, list_dead_letters  # noqa: E402
 from agents.ops.outbox import pending_rows  # noqa: E402
-from agents.orders import bootstrap, entities  # noqa: E402
+from agents.orders import bootstrap, entities, simulated  # noqa: E402
 from agents.orders.model import Service  # noqa: E402
+from agents.orders.simulated import bootstrap as simulated_bootstrap  # noqa: E402
 from devstack.azurite import Azurite  # noqa: E402
 from devstack.host import FunctionsHost  # noqa: E402
 from devstack.host.invocation import InvocationRecord  # noqa: E402
@@ -220,9 +221,9 @@ class Cloud:
 
     def ledger(self, order_id: str) -> Ledger:
         charge, reservation = f"charge-{order_id}", f"reservation-{order_id}"
-        payments = bootstrap.LEDGER_TABLES[Service.PAYMENTS]
-        inventory = bootstrap.LEDGER_TABLES[Service.INVENTORY]
-        shipping = bootstrap.LEDGER_TABLES[Service.SHIPPING]
+        payments = simulated_bootstrap.LEDGER_TABLES[Service.PAYMENTS]
+        inventory = simulated_bootstrap.LEDGER_TABLES[Service.INVENTORY]
+        shipping = simulated_bootstrap.LEDGER_TABLES[Service.SHIPPING]
         return Ledger(self.movements(payments, charge, "charge"),
                       self.movements(payments, charge, "refund"),
                       self.movements(inventory, reservation, "hold"),
@@ -285,6 +286,7 @@ def app_settings(storage: str, devstack: DevStack) -> dict[str, str]:
         entities.FRAUD_CONNECTION: devstack.connection_string,
         entities.FRAUD_EVENTHUBS: devstack.connection_string,
         bootstrap.STEP_TIMEOUT_SETTING: str(STEP_TIMEOUT_SECONDS),
+        simulated.SETTING: "true",
         "DEVSTACK_HOST_FUNCTION_KEY": FUNCTION_KEY,
     }
 

@@ -19,14 +19,13 @@ import azure.functions as func
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import PoisonMessage
 from agents.backbone.lazy import Lazy
+from agents.backbone.processing import MessageProcessor
 from agents.backbone.saga import ALERT, IN_FLIGHT, LogEntry, LogEvent
 from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.wire import parse_servicebus
 from agents.orders import entities, handlers
-from agents.orders.edge import IDEMPOTENCY_HEADER, BadRequest, place_order_request, validated
+from agents.orders.edge import IDEMPOTENCY_HEADER, BadRequest, place_order_request
 from agents.orders.handlers import OrdersAgent
-from agents.orders.model import Service
-from agents.orders.simulators import Mode, Switch
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +37,14 @@ SWEEP_AFTER = timedelta(seconds=30)
 RETENTION = timedelta(days=2)
 
 
-def _json(body: Any, status: int, headers: dict[str, str] | None = None) -> func.HttpResponse:
+def json_response(body: Any, status: int, headers: dict[str, str] | None = None
+                  ) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(body), status_code=status, headers=headers,
                              mimetype="application/json")
 
 
-def _problem(status: int, detail: str) -> func.HttpResponse:
-    return _json({"status": status, "detail": detail}, status)
+def problem(status: int, detail: str) -> func.HttpResponse:
+    return json_response({"status": status, "detail": detail}, status)
 
 
 def order_view(record: handlers.OrderRecord) -> dict[str, Any]:
@@ -101,39 +101,24 @@ def place_order(req: func.HttpRequest, agent: OrdersAgent) -> func.HttpResponse:
     try:
         order = place_order_request(req.headers.get(IDEMPOTENCY_HEADER), req.get_body())
     except BadRequest as error:
-        return _problem(400, str(error))
+        return problem(400, str(error))
     placement = handlers.place_order(order, agent)
     if placement.conflict:
-        return _problem(409, f"{IDEMPOTENCY_HEADER} was already used with a different body")
+        return problem(409, f"{IDEMPOTENCY_HEADER} was already used with a different body")
     record = handlers.get_order(order.order_id, agent)
     assert record is not None, "the order was just found or created"
-    return _json(order_view(record), 201 if placement.created else 200,
+    return json_response(order_view(record), 201 if placement.created else 200,
                  {"Location": f"/api/orders/{order.order_id}"})
 
 
 def get_order(req: func.HttpRequest, agent: OrdersAgent) -> func.HttpResponse:
     record = handlers.get_order(req.route_params["order_id"], agent)
     if record is None:
-        return _problem(404, "no such order")
-    return _json(order_view(record), 200)
+        return problem(404, "no such order")
+    return json_response(order_view(record), 200)
 
 
-def set_simulator_mode(req: func.HttpRequest, agent: OrdersAgent) -> func.HttpResponse:
-    try:
-        service = Service(req.route_params["service"])
-    except ValueError:
-        return _problem(404, f"no simulated service {req.route_params['service']!r}")
-    try:
-        body = validated("simulator-mode", req.get_body())
-        switch = Switch(Mode(body["mode"]), float(body.get("slowSeconds", 60.0)))
-        scope = str(body.get("scope", "*"))
-        agent.switchboard.set(service, scope, switch)
-    except (BadRequest, ValueError) as error:
-        return _problem(400, str(error))
-    return _json({"service": service.value, "scope": scope, "mode": switch.mode.value}, 200)
-
-
-def _consume(message: func.ServiceBusMessage, schemas: SchemaRegistry,
+def consume(message: func.ServiceBusMessage, schemas: SchemaRegistry,
              handle: Callable[[Envelope], object]) -> None:
     """Parse and handle; returning lets the host complete the message (after dispatch),
     raising makes it abandon the message for redelivery."""
@@ -159,25 +144,19 @@ def on_saga_message(message: func.ServiceBusMessage, agent: OrdersAgent) -> None
             raise PoisonMessage(outcome.dead_letter.description,
                                 reason=outcome.dead_letter.reason)
 
-    _consume(message, agent.schemas, handle)
+    consume(message, agent.schemas, handle)
 
 
-def on_service_command(message: func.ServiceBusMessage, agent: OrdersAgent) -> None:
-    delivery_count = message.delivery_count or 1
-    _consume(message, agent.schemas, lambda event: handlers.handle_service_command(
-        event, delivery_count, agent))
-
-
-def sweep_outboxes(agent: OrdersAgent) -> None:
-    for processor in agent.processors:
+def sweep_outboxes(processors: list[MessageProcessor]) -> None:
+    for processor in processors:
         swept = processor.relay.sweep(older_than=SWEEP_AFTER)
         if swept:
             log.warning("sweeper published %d stale outbox rows from %s", len(swept),
                         processor.table.table_name)
 
 
-def purge_old_rows(agent: OrdersAgent) -> None:
-    for processor in agent.processors:
+def purge_old_rows(processors: list[MessageProcessor]) -> None:
+    for processor in processors:
         report = processor.relay.purge(older_than=RETENTION)
         log.info("retention on %s: %s", processor.table.table_name, report)
 
@@ -197,11 +176,6 @@ def blueprint(compose: Callable[[], OrdersAgent]) -> func.Blueprint:
     def orders_get(req: func.HttpRequest) -> func.HttpResponse:
         return get_order(req, agent.get())
 
-    @bp.function_name("orders_simulator_mode")
-    @bp.route(route="simulators/{service}/mode", methods=[func.HttpMethod.POST])
-    def orders_simulator_mode(req: func.HttpRequest) -> func.HttpResponse:
-        return set_simulator_mode(req, agent.get())
-
     @bp.function_name("orders_saga")
     @bp.service_bus_queue_trigger(arg_name="message", queue_name=entities.SAGA_QUEUE,
                                   connection=entities.CONNECTION, auto_complete_messages=True)
@@ -216,32 +190,14 @@ def blueprint(compose: Callable[[], OrdersAgent]) -> func.Blueprint:
     def orders_fraud_alert(message: func.ServiceBusMessage) -> None:
         on_saga_message(message, agent.get())
 
-    @bp.function_name("orders_inventory")
-    @bp.service_bus_queue_trigger(arg_name="message", queue_name=entities.INVENTORY_QUEUE,
-                                  connection=entities.CONNECTION, auto_complete_messages=True)
-    def orders_inventory(message: func.ServiceBusMessage) -> None:
-        on_service_command(message, agent.get())
-
-    @bp.function_name("orders_payments")
-    @bp.service_bus_queue_trigger(arg_name="message", queue_name=entities.PAYMENTS_QUEUE,
-                                  connection=entities.CONNECTION, auto_complete_messages=True)
-    def orders_payments(message: func.ServiceBusMessage) -> None:
-        on_service_command(message, agent.get())
-
-    @bp.function_name("orders_shipping")
-    @bp.service_bus_queue_trigger(arg_name="message", queue_name=entities.SHIPPING_QUEUE,
-                                  connection=entities.CONNECTION, auto_complete_messages=True)
-    def orders_shipping(message: func.ServiceBusMessage) -> None:
-        on_service_command(message, agent.get())
-
     @bp.function_name("orders_outbox_sweeper")
     @bp.timer_trigger(arg_name="timer", schedule=SWEEP_SCHEDULE)
     def orders_outbox_sweeper(timer: func.TimerRequest) -> None:
-        sweep_outboxes(agent.get())
+        sweep_outboxes(agent.get().processors)
 
     @bp.function_name("orders_retention")
     @bp.timer_trigger(arg_name="timer", schedule=RETENTION_SCHEDULE)
     def orders_retention(timer: func.TimerRequest) -> None:
-        purge_old_rows(agent.get())
+        purge_old_rows(agent.get().processors)
 
     return bp

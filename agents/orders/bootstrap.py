@@ -13,28 +13,19 @@ from typing import TYPE_CHECKING
 from agents.backbone import settings
 from agents.backbone.outbox import OutboxRelay
 from agents.backbone.processing import MessageProcessor
-from agents.backbone.publishers import (
-    EventHubsPublisher,
-    Publisher,
-    RoutingPublisher,
-    ServiceBusPublisher,
-)
+from agents.backbone.publishers import Publisher, ServiceBusPublisher
 from agents.backbone.saga import SagaEngine
 from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.tables import RequestCounter, state_table
-from agents.contracts import fraud, orders
+from agents.contracts import fraud
 from agents.orders import entities
 from agents.orders.handlers import OrdersAgent
-from agents.orders.model import Service, order_saga
-from agents.orders.simulators import Switchboard
+from agents.orders.model import order_saga
 
 if TYPE_CHECKING:
     from azure.data.tables import TableServiceClient
 
 SAGAS_TABLE = "orders"
-LEDGER_TABLES = {Service.INVENTORY: "ordersinventory", Service.PAYMENTS: "orderspayments",
-                 Service.SHIPPING: "ordersshipping"}
-SWITCHES_TABLE = "orderssimulators"
 STEP_TIMEOUT_SETTING = "ORDERS_STEP_TIMEOUT_SECONDS"
 DEFAULT_STEP_TIMEOUT = timedelta(seconds=30)
 
@@ -51,31 +42,23 @@ def build(
 ) -> OrdersAgent:
     """`table_prefix` keeps several stacks (tests, the demo) apart in one storage account;
     `now` is the clock deadlines are scheduled by (a test broker's clock it can advance)."""
-    # What orders publishes and consumes; the saga engine adds its commands and replies.
-    schemas = SchemaRegistry({**orders.SCHEMAS, **fraud.SCHEMAS})
+    # What the saga consumes from other agents; the engine adds its commands and replies.
+    schemas = SchemaRegistry(fraud.SCHEMAS)
 
-    def processor(name: str) -> MessageProcessor:
-        table = state_table(tables, table_prefix + name)
-        return MessageProcessor(table, OutboxRelay(table, publisher, now=now), registry=schemas,
-                                counter=counter, now=now)
-
+    table = state_table(tables, table_prefix + SAGAS_TABLE)
     return OrdersAgent(
         schemas=schemas,
-        sagas=processor(SAGAS_TABLE),
+        sagas=MessageProcessor(table, OutboxRelay(table, publisher, now=now), registry=schemas,
+                               counter=counter, now=now),
         engine=SagaEngine(order_saga(step_timeout, compensation_backoff=compensation_backoff),
                           registry=schemas),
-        ledgers={service: processor(name) for service, name in LEDGER_TABLES.items()},
-        switchboard=Switchboard(state_table(tables, table_prefix + SWITCHES_TABLE)),
     )
 
 
 def bootstrap(env: Mapping[str, str]) -> OrdersAgent:
-    """The agent on the services the app settings name (`entities` lists the settings)."""
-    orders_bus = ServiceBusPublisher(settings.servicebus_client(entities.CONNECTION, env=env))
-    payments_stream = EventHubsPublisher({entities.PAYMENTS_HUB: settings.eventhub_producer(
-        entities.FRAUD_EVENTHUBS, entities.PAYMENTS_HUB, env=env)})
-    publisher = RoutingPublisher({**{queue: orders_bus for queue in entities.QUEUES},
-                                  entities.PAYMENTS_HUB: payments_stream})
+    """The agent on the services the app settings name (`entities` lists the settings):
+    commands go to the services' queues, step deadlines to the saga queue."""
+    publisher = ServiceBusPublisher(settings.servicebus_client(entities.CONNECTION, env=env))
     timeout = float(env.get(STEP_TIMEOUT_SETTING) or DEFAULT_STEP_TIMEOUT.total_seconds())
     return build(settings.table_service(entities.STATE_STORAGE, env=env), publisher,
                  step_timeout=timedelta(seconds=timeout))

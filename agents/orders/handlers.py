@@ -7,23 +7,20 @@ No Azure Functions types here; `blueprint` translates triggers into these calls.
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import Any
 
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import InvalidEvent, PoisonMessage, PublishFailed
 from agents.backbone.processing import MessageProcessor, Outcome
-from agents.backbone.saga import REPLY, TIMEOUT, SagaEngine, SagaView, reply_destination, reply_for
+from agents.backbone.saga import REPLY, TIMEOUT, SagaEngine, SagaView
 from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.tables import LOG_PREFIX, prefix_filter, table_key
 from agents.backbone.unit_of_work import UnitOfWork
-from agents.contracts import fraud, orders
-from agents.orders import entities
-from agents.orders.model import ACTION_OF_TYPE, SERVICE_OF_ACTION, SOURCE, Action, Order, Service
-from agents.orders.simulators import Answer, Switchboard, answer, scopes
+from agents.contracts import fraud
+from agents.orders.model import Order
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +36,10 @@ class OrdersAgent:
     schemas: SchemaRegistry
     sagas: MessageProcessor
     engine: SagaEngine
-    ledgers: dict[Service, MessageProcessor]
-    switchboard: Switchboard
 
     @property
     def processors(self) -> list[MessageProcessor]:
-        return [self.sagas, *self.ledgers.values()]
+        return [self.sagas]
 
 
 @dataclass(frozen=True)
@@ -122,134 +117,3 @@ def _abort_for_fraud(event: Envelope, uow: UnitOfWork, *, engine: SagaEngine) ->
                             reason="UnknownOrder")
     reason = str(event.data.get("reason") or "fraud alert")
     return engine.abort(uow, f"fraud alert: {reason}", cause=event)
-
-
-def handle_service_command(
-    command: Envelope, delivery_count: int, agent: OrdersAgent
-) -> Outcome[None]:
-    """A simulated service performs an action once per ledger key and replies to the saga.
-
-    The failure mode is decided before the unit of work: a flaky service raises here, so
-    nothing is written and the broker redelivers.
-    """
-    action = ACTION_OF_TYPE.get(command.type)
-    if action is None:
-        raise InvalidEvent(f"no simulated service handles {command.type}",
-                           reason="UnexpectedType")
-    service = SERVICE_OF_ACTION[action]
-    payload = command.data["payload"]
-    switch = agent.switchboard.lookup(service, scopes(
-        payload["orderId"], payload["card"], [item["sku"] for item in payload["items"]]))
-    decided = answer(action, switch, delivery_count)
-    ledger_key = {Service.PAYMENTS: payload["chargeId"],
-                  Service.INVENTORY: payload["reservationId"],
-                  Service.SHIPPING: payload["orderId"]}[service]
-    return agent.ledgers[service].handle(
-        command, partial(perform_action, action=action, decided=decided),
-        partition_key=ledger_key,
-    )
-
-
-def perform_action(command: Envelope, uow: UnitOfWork, *, action: Action, decided: Answer
-                   ) -> None:
-    service = SERVICE_OF_ACTION[action]
-    payload = command.data["payload"]
-    record = uow.load() or {"status": "none", "amountCents": payload["amountCents"]}
-    before = record["status"]
-    succeeded, reason = LEDGER_RULES[service](action, record, decided, uow)
-    uow.save(record)
-    if service is Service.PAYMENTS and (before, record["status"]) == ("none", "charged"):
-        _announce_charge(command, uow)
-    late = decided.delay_seconds if succeeded and decided.succeeded else 0.0
-    uow.emit(
-        reply_for(command, succeeded=succeeded, reason=reason,
-                  source=f"{SOURCE}/simulators/{service.value}"),
-        destination=reply_destination(command),
-        scheduled_at=uow.now() + timedelta(seconds=late) if late else None,
-    )
-
-
-def _announce_charge(command: Envelope, uow: UnitOfWork) -> None:
-    """The charge goes onto the payment stream in the same transaction that records it."""
-    payload = command.data["payload"]
-    uow.emit(
-        command.follow(
-            orders.PAYMENT_CHARGED,
-            {key: payload[key] for key in orders.PAYMENT_CHARGED_SCHEMA["required"]},
-            source=f"{SOURCE}/simulators/payments", subject=payload["orderId"],
-            partitionkey=payload["card"]),
-        destination=entities.PAYMENTS_HUB,
-    )
-
-
-def _record_movement(uow: UnitOfWork, kind: str, amount_cents: int) -> None:
-    """Every effect on money or stock is its own row, so tests and ops can count them."""
-    uow.append(f"movement|{kind}|{uuid.uuid4()}", {"movement": kind, "amountCents": amount_cents})
-
-
-Decision = tuple[bool, str | None]
-
-
-def _payments(action: Action, record: dict[str, Any], decided: Answer, uow: UnitOfWork
-              ) -> Decision:
-    status = record["status"]
-    if action is Action.CHARGE_PAYMENT:
-        if status == "none":
-            record["status"] = "charged" if decided.succeeded else "declined"
-            if decided.succeeded:
-                _record_movement(uow, "charge", record["amountCents"])
-            return decided.succeeded, decided.reason
-        if status == "charged":
-            return True, None
-        return False, f"charge is {status}"
-    if status == "charged":
-        record["status"] = "refunded"
-        _record_movement(uow, "refund", record["amountCents"])
-        return True, None
-    if status == "none":
-        # A refund that overtakes its charge voids it: the late charge is then refused.
-        record["status"] = "voided"
-    return True, None
-
-
-def _inventory(action: Action, record: dict[str, Any], decided: Answer, uow: UnitOfWork
-               ) -> Decision:
-    status = record["status"]
-    if action is Action.RESERVE_STOCK:
-        if status == "none":
-            record["status"] = "held" if decided.succeeded else "refused"
-            if decided.succeeded:
-                _record_movement(uow, "hold", 0)
-            return decided.succeeded, decided.reason
-        if status in ("held", "allocated"):
-            return True, None
-        return False, f"reservation is {status}"
-    if action is Action.ALLOCATE_STOCK:
-        if status == "held" and decided.succeeded:
-            record["status"] = "allocated"
-            return True, None
-        if status == "allocated":
-            return True, None
-        return False, decided.reason or f"reservation is {status}"
-    if status in ("held", "allocated"):
-        record["status"] = "released"
-        _record_movement(uow, "release", 0)
-    elif status in ("none", "refused"):
-        # A release that overtakes its reservation voids it: the late hold is then refused.
-        record["status"] = "void"
-    return True, None
-
-
-def _shipping(action: Action, record: dict[str, Any], decided: Answer, uow: UnitOfWork
-              ) -> Decision:
-    status = record["status"]
-    if status == "none":
-        record["status"] = "dispatched" if decided.succeeded else "failed"
-        if decided.succeeded:
-            _record_movement(uow, "shipment", 0)
-        return decided.succeeded, decided.reason
-    return status == "dispatched", None if status == "dispatched" else "shipment failed"
-
-
-LEDGER_RULES = {Service.PAYMENTS: _payments, Service.INVENTORY: _inventory,
-                Service.SHIPPING: _shipping}

@@ -95,7 +95,9 @@ def event_grid_topics() -> list[dict[str, Any]]:
 def app_settings() -> dict[str, Any]:
     """Every app setting main.bicep composes, by name (values as pycep expressions)."""
     settings: dict[str, Any] = {}
-    for name in ("connectionSettings", "telemetrySettings", "llmCallSettings"):
+    for name in (
+        "connectionSettings", "telemetrySettings", "llmCallSettings", "agentSettings"
+    ):
         settings.update(variable(MAIN, name))
     reasoner = variable(MAIN, "reasonerSettings")["operator"]["operands"]
     settings.update(reasoner["true_value"])

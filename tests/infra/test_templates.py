@@ -498,3 +498,9 @@ def test_federated_topology_gives_each_domain_a_namespace_holding_its_prefixed_e
         "true_value": "${unit}-",
         "false_value": "",
     }
+
+
+def test_the_simulated_services_are_off_in_azure_and_on_in_the_local_sample() -> None:
+    local = json.loads((templates.REPO / "local.settings.sample.json").read_text())["Values"]
+    assert templates.app_settings()["ORDERS_SIMULATORS_ENABLED"] == "false"
+    assert local["ORDERS_SIMULATORS_ENABLED"] == "true"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +12,27 @@ import azure.functions as func
 import pytest
 
 from agents.backbone import ConfigurationError
-from agents.orders import entities
+from agents.orders import entities, simulated
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def registered_functions() -> list[Any]:
-    """`app.get_functions()` of a fresh load of function_app.py: an app allows that call
-    once, and other tests call it on the imported `function_app` module."""
+def registered_functions(*, simulators: bool = True) -> list[Any]:
+    """`app.get_functions()` of a fresh load of function_app.py (an app allows that call
+    once, and other tests call it on the imported `function_app` module), loaded with
+    `ORDERS_SIMULATORS_ENABLED` set as asked."""
+    saved = os.environ.get(simulated.SETTING)
+    os.environ[simulated.SETTING] = str(simulators).lower()
+    try:
+        return _fresh_load()
+    finally:
+        if saved is None:
+            os.environ.pop(simulated.SETTING)
+        else:
+            os.environ[simulated.SETTING] = saved
+
+
+def _fresh_load() -> list[Any]:
     spec = importlib.util.spec_from_file_location("function_app_under_test",
                                                   ROOT / "function_app.py")
     assert spec is not None and spec.loader is not None
@@ -96,3 +110,15 @@ def test_loading_the_app_composes_no_agent_until_a_function_is_invoked(
                                route_params={"order_id": "o1"})
     with pytest.raises(ConfigurationError, match=entities.CONNECTION):
         get_order(request)  # the first invocation composes the agent from the settings
+
+
+SIMULATED = {"orders_inventory", "orders_payments", "orders_shipping", "orders_simulator_mode",
+             "orders_simulators_outbox_sweeper", "orders_simulators_retention"}
+
+
+def test_the_simulated_services_are_registered_only_when_the_setting_enables_them() -> None:
+    names = {fn.get_function_name() for fn in FUNCTIONS}
+    off = {fn.get_function_name() for fn in registered_functions(simulators=False)}
+    assert names >= SIMULATED
+    assert off == names - SIMULATED
+    assert {"orders_place", "orders_get", "orders_saga", "orders_fraud_alert"} <= off

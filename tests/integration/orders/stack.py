@@ -19,17 +19,22 @@ from agents.orders import bootstrap, entities
 from agents.orders.blueprint import blueprint
 from agents.orders.handlers import OrdersAgent
 from agents.orders.model import Service
-from agents.orders.simulators import Mode, Switch
+from agents.orders.simulated import bootstrap as simulated_bootstrap
+from agents.orders.simulated.blueprint import blueprint as simulated_blueprint
+from agents.orders.simulated.handlers import SimulatedServices
+from agents.orders.simulated.modes import Mode, Switch
 from tests.integration.backbone.broker import BrokerPublisher, InMemoryBroker
 from tests.integration.orders.pump import FunctionHost, body_of
 
 STEP_TIMEOUT = timedelta(seconds=30)
 
 
-def functions_over(agent: OrdersAgent) -> list[Any]:
-    """The orders Blueprint's functions over `agent`, as a FunctionApp registers them."""
+def functions_over(agent: OrdersAgent, services: SimulatedServices) -> list[Any]:
+    """The orders and simulated services' Blueprints over `agent` and `services`, registered
+    as function_app.py registers them with the simulators enabled."""
     app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
     app.register_functions(blueprint(lambda: agent))
+    app.register_functions(simulated_blueprint(lambda: services))
     functions: list[Any] = app.get_functions()
     return functions
 
@@ -37,6 +42,7 @@ def functions_over(agent: OrdersAgent) -> list[Any]:
 @dataclass
 class OrdersStack:
     agent: OrdersAgent
+    services: SimulatedServices
     host: FunctionHost
     broker: InMemoryBroker
     publisher: BrokerPublisher
@@ -50,8 +56,9 @@ class OrdersStack:
 
     def with_agent(self, agent: OrdersAgent) -> OrdersStack:
         """The same tables and broker, with the functions over another agent (enter it)."""
-        return OrdersStack(agent, FunctionHost(functions_over(agent), self.broker), self.broker,
-                           self.publisher)
+        return OrdersStack(agent, self.services,
+                           FunctionHost(functions_over(agent, self.services), self.broker),
+                           self.broker, self.publisher)
 
     def place(self, body: dict[str, Any], key: str | None = None) -> dict[str, Any]:
         response = self.host.http("POST", "orders", body=body,
@@ -67,7 +74,7 @@ class OrdersStack:
 
     def switch(self, service: Service, scope: str, mode: Mode, slow_seconds: float = 600.0
                ) -> None:
-        self.agent.switchboard.set(service, scope, Switch(mode, slow_seconds))
+        self.services.switchboard.set(service, scope, Switch(mode, slow_seconds))
 
     def send(self, entity: str, event: Envelope) -> None:
         """Send a CloudEvent as another app would (structured mode, MessageId = event id)."""
@@ -84,12 +91,12 @@ class OrdersStack:
 
     def snapshot(self) -> dict[tuple[str, str, str], dict[str, Any]]:
         """Every row of every orders table: compare two to prove nothing was written."""
-        tables = [p.table for p in self.agent.processors]
+        tables = [p.table for p in [*self.agent.processors, *self.services.processors]]
         return {(t.table_name, e["PartitionKey"], e["RowKey"]): dict(e)
                 for t in tables for e in t.list_entities()}
 
     def movements(self, service: Service, ledger_key: str, kind: str) -> int:
-        table = self.agent.ledgers[service].table
+        table = self.services.ledgers[service].table
         rows = table.query_entities("PartitionKey eq @pk and movement eq @kind",
                                     parameters={"pk": ledger_key, "kind": kind})
         return len(list(rows))
@@ -104,7 +111,11 @@ def build_stack(connection_string: str, broker: InMemoryBroker,
                 publisher: Publisher | None = None) -> OrdersStack:
     tables = TableServiceClient.from_connection_string(connection_string)
     to_broker = BrokerPublisher(broker)
+    prefix = f"t{uuid.uuid4().hex[:10]}"
     agent = bootstrap.build(tables, publisher or to_broker, step_timeout=STEP_TIMEOUT,
-                            compensation_backoff=timedelta(seconds=1),
-                            table_prefix=f"t{uuid.uuid4().hex[:10]}", now=broker.now)
-    return OrdersStack(agent, FunctionHost(functions_over(agent), broker), broker, to_broker)
+                            compensation_backoff=timedelta(seconds=1), table_prefix=prefix,
+                            now=broker.now)
+    services = simulated_bootstrap.build(tables, publisher or to_broker, table_prefix=prefix,
+                                         now=broker.now)
+    return OrdersStack(agent, services, FunctionHost(functions_over(agent, services), broker),
+                       broker, to_broker)

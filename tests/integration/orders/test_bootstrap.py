@@ -1,4 +1,5 @@
-"""Composition: each `bootstrap.build` returns its own agent with its own schema registry."""
+"""Composition: each `build` returns its own agent (or services) with its own schema registry,
+knowing what it consumes and publishes."""
 
 from __future__ import annotations
 
@@ -9,18 +10,30 @@ from agents.contracts import fraud, orders
 from agents.orders import bootstrap
 from agents.orders.handlers import OrdersAgent
 from agents.orders.model import ACTION_OF_TYPE
+from agents.orders.simulated import bootstrap as simulated_bootstrap
 from tests.integration.backbone.broker import BrokerPublisher, InMemoryBroker
 
 
+def _tables(storage_connection_string: str) -> TableServiceClient:
+    return TableServiceClient.from_connection_string(storage_connection_string)
+
+
 def _agent(storage_connection_string: str) -> OrdersAgent:
-    tables = TableServiceClient.from_connection_string(storage_connection_string)
-    return bootstrap.build(tables, BrokerPublisher(InMemoryBroker()), table_prefix="tboot")
+    return bootstrap.build(_tables(storage_connection_string),
+                           BrokerPublisher(InMemoryBroker()), table_prefix="tboot")
 
 
-def test_an_agent_knows_the_contracts_it_uses_and_its_sagas_types(
+def test_the_agent_knows_the_fraud_alert_and_its_sagas_commands_and_replies(
         storage_connection_string: str) -> None:
     known = set(_agent(storage_connection_string).schemas.types())
-    assert {orders.PAYMENT_CHARGED, fraud.ALERT_RAISED, REPLY} | set(ACTION_OF_TYPE) <= known
+    assert {fraud.ALERT_RAISED, REPLY} | set(ACTION_OF_TYPE) <= known
+
+
+def test_the_simulated_services_know_the_commands_and_the_charge_they_publish(
+        storage_connection_string: str) -> None:
+    services = simulated_bootstrap.build(_tables(storage_connection_string),
+                                         BrokerPublisher(InMemoryBroker()), table_prefix="tboot")
+    assert {orders.PAYMENT_CHARGED, REPLY} | set(ACTION_OF_TYPE) <= set(services.schemas.types())
 
 
 def test_two_agents_share_no_registry(storage_connection_string: str) -> None:

@@ -22,7 +22,7 @@ from agents.backbone import (
 )
 from agents.orders import blueprint, entities
 from agents.orders.model import Service
-from agents.orders.simulators import Mode
+from agents.orders.simulated.modes import Mode
 from tests.integration.backbone.broker import BrokerPublisher, InMemoryBroker
 from tests.integration.orders.stack import (
     STEP_TIMEOUT,

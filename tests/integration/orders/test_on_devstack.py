@@ -24,7 +24,7 @@ from azure.servicebus.aio import ServiceBusClient
 from agents.backbone import Envelope
 from agents.backbone.wire import CLOUDEVENTS_CONTENT_TYPE, encode_body
 from agents.contracts import fraud
-from agents.orders import bootstrap, entities
+from agents.orders import bootstrap, entities, simulated
 from devstack.azurite import Azurite
 from devstack.host import FunctionsHost
 from devstack.server import DevStack
@@ -64,6 +64,7 @@ async def orders_host(devstack: DevStack, azurite: Azurite) -> AsyncIterator[Fun
         entities.FRAUD_CONNECTION: devstack.connection_string,
         entities.FRAUD_EVENTHUBS: devstack.connection_string,
         bootstrap.STEP_TIMEOUT_SETTING: str(STEP_TIMEOUT_SECONDS),
+        simulated.SETTING: "true",
         "DEVSTACK_HOST_FUNCTION_KEY": FUNCTION_KEY,
     })
     await host.start()

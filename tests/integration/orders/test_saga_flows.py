@@ -7,7 +7,7 @@ from datetime import timedelta
 from agents.backbone import parse_servicebus
 from agents.orders import entities
 from agents.orders.model import Service
-from agents.orders.simulators import Mode
+from agents.orders.simulated.modes import Mode
 from tests.integration.orders.stack import STEP_TIMEOUT, OrdersStack, order_body
 
 
@@ -32,7 +32,7 @@ def test_each_charge_goes_onto_the_payment_stream_keyed_by_card(stack: OrdersSta
     stack.host.drain()
     (payment,) = stack.broker.available(entities.PAYMENTS_HUB)
     event = parse_servicebus(payment.body, payment.application_properties,
-                             registry=stack.agent.schemas)
+                             registry=stack.services.schemas)
     assert event.type == "orders.payment.charged"
     assert (event.data["orderId"], event.data["amountCents"]) == (order_id, 2500)
     assert event.partitionkey == body["card"]

@@ -3,9 +3,9 @@ compensation that overtakes its step voids it."""
 
 from typing import Any
 
-from agents.orders.handlers import LEDGER_RULES
 from agents.orders.model import Action, Service
-from agents.orders.simulators import Answer
+from agents.orders.simulated.handlers import LEDGER_RULES
+from agents.orders.simulated.modes import Answer
 
 YES, NO = Answer(True), Answer(False, reason="refused")
 

@@ -1,7 +1,7 @@
 import pytest
 
 from agents.orders.model import Action
-from agents.orders.simulators import (
+from agents.orders.simulated.modes import (
     Mode,
     Switch,
     TransientServiceError,

@@ -1,4 +1,4 @@
-"""Simulated inventory, payment gateway and shipping services, with switchable failure modes.
+"""Failure modes of the simulated inventory, payment gateway and shipping services.
 
 A mode applies to every call of a service or only to one SKU, card or order; switches live
 in a Table so every instance of a scaled-out app (and the test that sets them) agrees.

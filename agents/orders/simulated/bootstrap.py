@@ -1,0 +1,69 @@
+"""Composes the simulated services, like the agent's `bootstrap`: `bootstrap(env)` from the
+app settings (called by their Blueprint on first invocation), `build(...)` on chosen adapters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from agents.backbone import settings
+from agents.backbone.outbox import OutboxRelay
+from agents.backbone.processing import MessageProcessor
+from agents.backbone.publishers import (
+    EventHubsPublisher,
+    Publisher,
+    RoutingPublisher,
+    ServiceBusPublisher,
+)
+from agents.backbone.saga import SagaEngine
+from agents.backbone.schemas import SchemaRegistry
+from agents.backbone.tables import RequestCounter, state_table
+from agents.contracts import orders
+from agents.orders import entities
+from agents.orders.bootstrap import DEFAULT_STEP_TIMEOUT
+from agents.orders.model import Service, order_saga
+from agents.orders.simulated.handlers import SimulatedServices
+from agents.orders.simulated.modes import Switchboard
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableServiceClient
+
+LEDGER_TABLES = {Service.INVENTORY: "ordersinventory", Service.PAYMENTS: "orderspayments",
+                 Service.SHIPPING: "ordersshipping"}
+SWITCHES_TABLE = "orderssimulators"
+
+
+def build(
+    tables: TableServiceClient,
+    publisher: Publisher,
+    *,
+    counter: RequestCounter | None = None,
+    table_prefix: str = "",
+    now: Callable[[], datetime] | None = None,
+) -> SimulatedServices:
+    """`table_prefix` and `now` as for the agent's `build`."""
+    schemas = SchemaRegistry(orders.SCHEMAS)
+    # The saga's definition adds the command and reply types the services read and answer.
+    SagaEngine(order_saga(DEFAULT_STEP_TIMEOUT), registry=schemas)
+
+    def processor(name: str) -> MessageProcessor:
+        table = state_table(tables, table_prefix + name)
+        return MessageProcessor(table, OutboxRelay(table, publisher, now=now), registry=schemas,
+                                counter=counter, now=now)
+
+    return SimulatedServices(
+        schemas=schemas,
+        ledgers={service: processor(name) for service, name in LEDGER_TABLES.items()},
+        switchboard=Switchboard(state_table(tables, table_prefix + SWITCHES_TABLE)),
+    )
+
+
+def bootstrap(env: Mapping[str, str]) -> SimulatedServices:
+    """Replies go to the saga queue, charges onto the payment stream."""
+    orders_bus = ServiceBusPublisher(settings.servicebus_client(entities.CONNECTION, env=env))
+    payments_stream = EventHubsPublisher({entities.PAYMENTS_HUB: settings.eventhub_producer(
+        entities.FRAUD_EVENTHUBS, entities.PAYMENTS_HUB, env=env)})
+    publisher = RoutingPublisher({**{queue: orders_bus for queue in entities.QUEUES},
+                                  entities.PAYMENTS_HUB: payments_stream})
+    return build(settings.table_service(entities.STATE_STORAGE, env=env), publisher)
