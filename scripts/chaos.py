@@ -446,12 +446,14 @@ class ChaosCloud:
             await asyncio.sleep(min(0.25 * 2 ** attempts, 4.0))
 
     async def run_sweeper(self) -> None:
-        """Run the app's outbox sweeper now, as its timer would."""
-        async with self.http.post(
-                f"{self.host.base_url}/admin/functions/{demo.OUTBOX_SWEEPER}",
-                json={"input": ""}, headers={"x-functions-key": MASTER_KEY}) as response:
-            if response.status != 202:
-                raise RuntimeError(f"sweeper: HTTP {response.status}: {await response.text()}")
+        """Run the app's outbox sweepers now, as their timers would."""
+        for sweeper in demo.OUTBOX_SWEEPERS:
+            async with self.http.post(
+                    f"{self.host.base_url}/admin/functions/{sweeper}",
+                    json={"input": ""}, headers={"x-functions-key": MASTER_KEY}) as response:
+                if response.status != 202:
+                    raise RuntimeError(
+                        f"{sweeper}: HTTP {response.status}: {await response.text()}")
 
 
 def _peek_states(ops: Connections, entity: ServiceBusEntity, dead_letter: bool

@@ -71,7 +71,8 @@ FUNCTION_KEY = "demo-function-key"
 DUPLICATES_PER_QUEUE = 20
 POISON_BODY = b'{"specversion": "1.0", "type": "orders.reply", "data": '  # cut off mid-JSON
 SERVICE_BUS_TRIGGER = "serviceBusTrigger"
-OUTBOX_SWEEPER = "orders_outbox_sweeper"
+# The saga's outbox and the simulated services' ledgers each have their sweeper.
+OUTBOX_SWEEPERS = ("orders_outbox_sweeper", "orders_simulators_outbox_sweeper")
 T = TypeVar("T")
 Say = Callable[[str], None]
 # Piped or captured output gets wide tables instead of rich's 80-column default.
@@ -232,12 +233,13 @@ class Cloud:
 
     async def pending_outbox(self, partitions: set[str] | None = None) -> int:
         """Outbox rows still pending (agents.ops' query), in these partitions or all, after
-        the app's sweeper ran: the relay marks a partition's last published rows lazily, and
-        the sweeper marks those and republishes only rows it never published."""
-        async with self.http.post(
-                f"{self.host.base_url}/admin/functions/{OUTBOX_SWEEPER}", json={"input": ""},
-                headers={"x-functions-key": self.host.keys.master}) as response:
-            assert response.status == 202, await response.text()
+        the app's sweepers ran: the relay marks a partition's last published rows lazily, and
+        a sweeper marks those and republishes only rows it never published."""
+        for sweeper in OUTBOX_SWEEPERS:
+            async with self.http.post(
+                    f"{self.host.base_url}/admin/functions/{sweeper}", json={"input": ""},
+                    headers={"x-functions-key": self.host.keys.master}) as response:
+                assert response.status == 202, await response.text()
         rows = await asyncio.to_thread(pending_rows, self.ops)
         return sum(1 for pending in rows
                    if partitions is None or pending.row.partition_key in partitions)
