@@ -50,6 +50,9 @@ from agents.backbone.saga import REPLY
 from agents.orders import bootstrap, entities, handlers
 from agents.orders.handlers import OrdersAgent
 from agents.orders.model import LineItem, Order
+from agents.orders.simulated import bootstrap as simulated_bootstrap
+from agents.orders.simulated import handlers as simulated_handlers
+from agents.orders.simulated.handlers import SimulatedServices
 from bench.server_process import REPO, ServerProcess, print_table, server_process
 from devstack.azurite import Azurite, free_port
 
@@ -131,14 +134,17 @@ def _worker(client: ServiceBusClient, queue: str, handle: Callable[[ServiceBusRe
                     receiver.complete_message(message)
 
 
-def _handler(queue: str, context: OrdersAgent, clock: Clock
+def _handler(queue: str, context: OrdersAgent, services: SimulatedServices, clock: Clock
              ) -> Callable[[ServiceBusReceivedMessage], None]:
     def handle(message: ServiceBusReceivedMessage) -> None:
+        if queue != entities.SAGA_QUEUE:
+            command = parse_servicebus(b"".join(message.body), message.application_properties,
+                                       registry=services.schemas)
+            simulated_handlers.handle_service_command(command, message.delivery_count or 1,
+                                                      services)
+            return
         event = parse_servicebus(b"".join(message.body), message.application_properties,
                                  registry=context.schemas)
-        if queue != entities.SAGA_QUEUE:
-            handlers.handle_service_command(event, message.delivery_count or 1, context)
-            return
         if event.type == REPLY and event.causationid is not None:  # back at the saga
             with clock.lock:
                 sent = clock.commands.get(event.causationid)
@@ -175,11 +181,13 @@ def run_side(make_bus: Callable[[ServiceBusClient], ServiceBusPublisher], azurit
         routes: dict[str, Publisher] = {queue: bus for queue in entities.QUEUES}
         publisher = Timed(RoutingPublisher({**routes, entities.PAYMENTS_HUB: stream}), clock)
         tables = TableServiceClient.from_connection_string(azurite.connection_string)
-        context = bootstrap.build(tables, publisher, table_prefix=f"b{uuid.uuid4().hex[:8]}")
+        prefix = f"b{uuid.uuid4().hex[:8]}"
+        context = bootstrap.build(tables, publisher, table_prefix=prefix)
+        services = simulated_bootstrap.build(tables, publisher, table_prefix=prefix)
         stop = threading.Event()
         with ServiceBusClient.from_connection_string(connection) as receivers, publisher:
             threads = [threading.Thread(target=_worker, daemon=True, args=(
-                receivers, queue, _handler(queue, context, clock), stop))
+                receivers, queue, _handler(queue, context, services, clock), stop))
                 for queue in entities.QUEUES for _ in range(workers)]
             for worker in threads:
                 worker.start()
