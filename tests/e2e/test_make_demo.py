@@ -23,7 +23,7 @@ def test_the_demo_runs_every_story_prints_the_summary_and_exits_zero() -> None:
     output = finished.stdout
     assert finished.returncode == 0, output + finished.stderr
     assert "SAGAS BY STATE" in output
-    assert "compensated: 3, completed: 2" in output
+    assert "compensated: 3, completed: 3" in output
     assert "EVENTS PER SECOND" in output
     assert "DEAD-LETTER CONTENTS" in output
     assert "MaxDeliveryCountExceeded" in output
