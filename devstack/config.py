@@ -45,8 +45,7 @@ _LOGGING_TYPES = {"File", "Console", "File,Console", "Console,File"}
 
 log = logging.getLogger("devstack.config")
 
-# The fields of both emulator schemas: a dict is an object's fields, a one-item list an
-# array of such objects, None a value not looked into.
+# The fields of both emulator schemas, in the shape unknown_fields() reads.
 _LOGGING: dict[str, Any] = {"Type": None}
 _ENTITY_PROPERTIES = dict.fromkeys(
     ["DeadLetteringOnMessageExpiration", "DefaultMessageTimeToLive", "ForwardTo",
@@ -148,8 +147,7 @@ def load_configs(sources: Sequence[str | Path | Mapping[str, Any]]) -> LoadedCon
 
 def ignored_fields(document: Mapping[str, Any]) -> list[str]:
     """Every field of `document` that devstack does not act on, with its path and why."""
-    found: list[str] = []
-    _unknown(document, _DOCUMENT, "", found)
+    found = unknown_fields(document, _DOCUMENT)
     user = document.get("UserConfig") or {}
     for key in ("Logging", "LoggingConfig"):
         section = user.get(key)
@@ -177,17 +175,22 @@ def ignored_fields(document: Mapping[str, Any]) -> list[str]:
     return found
 
 
-def _unknown(value: Any, spec: Any, where: str, found: list[str]) -> None:
+def unknown_fields(value: Any, spec: Any, where: str = "") -> list[str]:
+    """`path: unknown field, ignored` for every field of `value` that `spec` lacks; a spec
+    is a dict of an object's fields, a one-item list for an array of such objects, or None
+    for a value not looked into."""
+    found: list[str] = []
     if isinstance(spec, list) and isinstance(value, list):
         for index, item in enumerate(value):
-            _unknown(item, spec[0], f"{where}[{index}]", found)
+            found += unknown_fields(item, spec[0], f"{where}[{index}]")
     elif isinstance(spec, dict) and isinstance(value, dict):
         for key, item in value.items():
             path = f"{where}.{key}" if where else str(key)
             if key not in spec:
                 found.append(f"{path}: unknown field, ignored")
             else:
-                _unknown(item, spec[key], path, found)
+                found += unknown_fields(item, spec[key], path)
+    return found
 
 
 def merge_namespaces(namespaces: Sequence[NamespaceSpec]) -> NamespaceSpec:

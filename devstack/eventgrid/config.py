@@ -7,13 +7,27 @@ the ARM names of an event subscription's properties, so Bicep can be generated f
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devstack.config import unknown_fields
+
 CLOUD_EVENTS = "CloudEventSchemaV1_0"
 EVENT_GRID = "EventGridSchema"
+log = logging.getLogger("devstack.eventgrid")
+_FIELDS: dict[str, Any] = {"UserConfig": {"Topics": [{
+    "Name": None, "InputSchema": None, "Key": None, "Subscriptions": [{
+        "Name": None,
+        "Destination": {"EndpointType": None, "FunctionName": None, "EndpointUrl": None},
+        "Filter": {"IncludedEventTypes": None, "SubjectBeginsWith": None,
+                   "SubjectEndsWith": None, "IsSubjectCaseSensitive": None,
+                   "AdvancedFilters": [{"OperatorType": None, "Key": None, "Values": None,
+                                        "Value": None}]},
+        "RetryPolicy": {"MaxDeliveryAttempts": None, "EventTimeToLiveInMinutes": None},
+        "DeadLetterDestination": {"EndpointType": None, "BlobContainerName": None}}]}]}}
 # A well-known local key (base64, as Event Grid keys are): the local stack is not secret.
 DEV_TOPIC_KEY = "ZGV2c3RhY2stZXZlbnRncmlkLWxvY2FsLWtleQ=="
 
@@ -66,6 +80,8 @@ class Topic:
 @dataclass(frozen=True)
 class EventGridConfig:
     topics: tuple[Topic, ...]
+    warnings: tuple[str, ...] = ()
+    """Fields ignored (`path: why`), also logged."""
 
     @classmethod
     def load(cls, path: Path) -> EventGridConfig:
@@ -73,10 +89,10 @@ class EventGridConfig:
             document = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise EventGridConfigError(f"{path}: not JSON: {exc}") from exc
-        return cls.parse(document)
+        return cls.parse(document, source=str(path))
 
     @classmethod
-    def parse(cls, document: Mapping[str, Any]) -> EventGridConfig:
+    def parse(cls, document: Mapping[str, Any], source: str = "<config>") -> EventGridConfig:
         topics = document.get("UserConfig", {}).get("Topics")
         if not isinstance(topics, list):
             raise EventGridConfigError("expected UserConfig.Topics to be a list")
@@ -84,7 +100,10 @@ class EventGridConfig:
         names = [t.name for t in parsed]
         if len(set(names)) != len(names):
             raise EventGridConfigError(f"duplicate topic names in {names}")
-        return cls(parsed)
+        warnings = tuple(f"{source}: {found}" for found in unknown_fields(document, _FIELDS))
+        for warning in warnings:
+            log.warning("Event Grid config field ignored: %s", warning)
+        return cls(parsed, warnings)
 
     def topic(self, name: str) -> Topic | None:
         return next((t for t in self.topics if t.name.lower() == name.lower()), None)

@@ -142,3 +142,25 @@ async def test_an_event_whose_ttl_ran_out_while_down_is_given_up_without_an_atte
             await until(lambda: stats.dropped, "giving up")
     assert delivery_counts(endpoint) == ["0"]
     assert stats.reasons == {"e-4": "TimeToLiveExceeded"}
+
+
+def test_an_unknown_event_grid_config_field_is_a_warning_with_its_path(caplog):
+    document = {"UserConfig": {"Topics": [{
+        "Name": "t", "Subscriptions": [{
+            "Name": "s", "Destination": {"EndpointType": "WebHook", "EndpointUrl": "http://x"},
+            "RetryPolicy": {"MaxDeliveryAttempts": 3, "MaxRetries": 9},
+            "EventDeliverySchema": "CloudEventSchemaV1_0"}]}]}}
+
+    loaded = EventGridConfig.parse(document, source="grid.json")
+
+    subscription = "UserConfig.Topics[0].Subscriptions[0]"
+    assert loaded.warnings == (
+        f"grid.json: {subscription}.RetryPolicy.MaxRetries: unknown field, ignored",
+        f"grid.json: {subscription}.EventDeliverySchema: unknown field, ignored",
+    )
+    assert all(w in caplog.text for w in loaded.warnings)
+
+
+def test_the_apps_event_grid_config_has_no_ignored_field():
+    app_config = Path(__file__).resolve().parents[2] / "infra" / "entities" / "eventgrid.json"
+    assert EventGridConfig.load(app_config).warnings == ()
