@@ -107,6 +107,9 @@ param llmTimeoutSeconds int = 10
 @maxValue(3)
 param llmMaxRetries int = 1
 
+@description('Rate of POST /api/orders per caller: <count>/<s|min|h> [burst=<n>] [caller=function-key|client-id|ip], or off.')
+param ordersRateLimit string = '50/s burst=100 caller=function-key'
+
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -279,9 +282,11 @@ var llmCallSettings = {
   LLM_MAX_RETRIES: string(llmMaxRetries)
 }
 
-// The simulated inventory, payments and shipping services are for the local stack only.
+// What the agents themselves read (limits, switches), beside the connections. The simulated
+// inventory, payments and shipping services are for the local stack only.
 var agentSettings = {
   ORDERS_SIMULATORS_ENABLED: 'false'
+  ORDERS_RATE_LIMIT: ordersRateLimit
 }
 
 var appSettings = union(connectionSettings, telemetrySettings, reasonerSettings, llmCallSettings, agentSettings)

@@ -74,6 +74,13 @@ class RatePolicy:
         return self.burst or self.limit
 
     @classmethod
+    def from_setting(cls, name: str, env: Mapping[str, str], setting: str, default: str
+                     ) -> RatePolicy | None:
+        """The policy `env[setting]` (else `default`) describes; None for `off`."""
+        spec = env.get(setting) or default
+        return None if spec.strip().lower() == "off" else cls.parse(name, spec)
+
+    @classmethod
     def parse(cls, name: str, spec: str) -> RatePolicy:
         """A policy from a setting such as `20/s`, `600/min burst=50 caller=function-key`.
         An unknown field is an error naming it, never silently ignored."""
@@ -171,6 +178,11 @@ class RateLimiter:
                                         policy.capacity)]
         self._known: dict[str, _Known] = {}
         self._local_since_ms: int | None = None
+
+    def admit_request(self, headers: Mapping[str, str], params: Mapping[str, str]
+                      ) -> Admission:
+        """`admit` for the caller an HTTP request names (see `caller_key`)."""
+        return self.admit(caller_key(self.policy, headers, params))
 
     def admit(self, caller: str) -> Admission:
         now_ms = int(self._clock() * 1000)

@@ -43,8 +43,9 @@ def json_response(body: Any, status: int, headers: dict[str, str] | None = None
                              mimetype="application/json")
 
 
-def problem(status: int, detail: str) -> func.HttpResponse:
-    return json_response({"status": status, "detail": detail}, status)
+def problem(status: int, detail: str, headers: dict[str, str] | None = None
+            ) -> func.HttpResponse:
+    return json_response({"status": status, "detail": detail}, status, headers)
 
 
 def order_view(record: handlers.OrderRecord) -> dict[str, Any]:
@@ -98,6 +99,20 @@ poison_settlement: PoisonSettlement = RedeliverUntilDeadLettered()
 
 
 def place_order(req: func.HttpRequest, agent: OrdersAgent) -> func.HttpResponse:
+    """Rate-limited per caller: a refusal is a 429 with `Retry-After`; every answer carries
+    the `RateLimit` / `RateLimit-Policy` headers."""
+    if agent.limiter is None:
+        return _place_order(req, agent)
+    admission = agent.limiter.admit_request(req.headers, req.params)
+    if not admission.allowed:
+        return problem(429, f"rate limit {admission.policy.name}: retry after "
+                        f"{admission.retry_after_seconds} s", admission.headers())
+    response = _place_order(req, agent)
+    response.headers.update(admission.headers())
+    return response
+
+
+def _place_order(req: func.HttpRequest, agent: OrdersAgent) -> func.HttpResponse:
     try:
         order = place_order_request(req.headers.get(IDEMPOTENCY_HEADER), req.get_body())
     except BadRequest as error:

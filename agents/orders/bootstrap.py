@@ -14,6 +14,7 @@ from agents.backbone import settings
 from agents.backbone.outbox import OutboxRelay
 from agents.backbone.processing import MessageProcessor
 from agents.backbone.publishers import Publisher, ServiceBusPublisher
+from agents.backbone.ratelimit import RateLimiter, RatePolicy
 from agents.backbone.saga import SagaEngine
 from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.tables import RequestCounter, state_table
@@ -26,7 +27,11 @@ if TYPE_CHECKING:
     from azure.data.tables import TableServiceClient
 
 SAGAS_TABLE = "orders"
+RATE_LIMITS_TABLE = "ordersratelimits"
 STEP_TIMEOUT_SETTING = "ORDERS_STEP_TIMEOUT_SECONDS"
+RATE_LIMIT_SETTING = "ORDERS_RATE_LIMIT"
+# Per caller (its function key) at POST /api/orders; `off` turns it off.
+DEFAULT_RATE_LIMIT = "50/s burst=100 caller=function-key"
 DEFAULT_STEP_TIMEOUT = timedelta(seconds=30)
 
 
@@ -39,6 +44,7 @@ def build(
     counter: RequestCounter | None = None,
     table_prefix: str = "",
     now: Callable[[], datetime] | None = None,
+    rate_limit: RatePolicy | None = None,
 ) -> OrdersAgent:
     """`table_prefix` keeps several stacks (tests, the demo) apart in one storage account;
     `now` is the clock deadlines are scheduled by (a test broker's clock it can advance)."""
@@ -52,6 +58,8 @@ def build(
                                counter=counter, now=now),
         engine=SagaEngine(order_saga(step_timeout, compensation_backoff=compensation_backoff),
                           registry=schemas),
+        limiter=None if rate_limit is None else RateLimiter(
+            state_table(tables, table_prefix + RATE_LIMITS_TABLE), rate_limit),
     )
 
 
@@ -61,4 +69,6 @@ def bootstrap(env: Mapping[str, str]) -> OrdersAgent:
     publisher = ServiceBusPublisher(settings.servicebus_client(entities.CONNECTION, env=env))
     timeout = float(env.get(STEP_TIMEOUT_SETTING) or DEFAULT_STEP_TIMEOUT.total_seconds())
     return build(settings.table_service(entities.STATE_STORAGE, env=env), publisher,
-                 step_timeout=timedelta(seconds=timeout))
+                 step_timeout=timedelta(seconds=timeout),
+                 rate_limit=RatePolicy.from_setting("orders", env, RATE_LIMIT_SETTING,
+                                                    DEFAULT_RATE_LIMIT))

@@ -15,6 +15,7 @@ from typing import Any
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import InvalidEvent, PoisonMessage, PublishFailed
 from agents.backbone.processing import MessageProcessor, Outcome
+from agents.backbone.ratelimit import RateLimiter
 from agents.backbone.saga import REPLY, TIMEOUT, SagaEngine, SagaView
 from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.tables import LOG_PREFIX, prefix_filter, table_key
@@ -36,6 +37,8 @@ class OrdersAgent:
     schemas: SchemaRegistry
     sagas: MessageProcessor
     engine: SagaEngine
+    limiter: RateLimiter | None = None
+    """Callers' rate at `POST /api/orders` (None: not limited)."""
 
     @property
     def processors(self) -> list[MessageProcessor]:

@@ -4,15 +4,18 @@ order view and the simulator switch route."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 
+from agents.backbone.ratelimit import RateLimiter, RatePolicy
 from agents.orders import entities
 from tests.integration.orders.pump import body_of
 from tests.integration.orders.stack import OrdersStack, order_body
 
 
-def _post(stack: OrdersStack, body: object, key: str | None):
-    headers = {} if key is None else {"Idempotency-Key": key}
+def _post(stack: OrdersStack, body: object, key: str | None,
+          extra: dict[str, str] | None = None):
+    headers = {**(extra or {}), **({} if key is None else {"Idempotency-Key": key})}
     return stack.host.http("POST", "orders", body=body, headers=headers)
 
 
@@ -91,3 +94,22 @@ def test_the_simulator_route_knows_only_the_simulated_services(stack: OrdersStac
     response = stack.host.http("POST", "simulators/{service}/mode",
                                route_params={"service": "bank"}, body={"mode": "fail"})
     assert response.status_code == 404
+
+
+def test_a_caller_over_its_rate_gets_429_with_retry_after_and_nothing_is_sent(
+        stack: OrdersStack) -> None:
+    limited = replace(stack.agent, limiter=RateLimiter(
+        stack.agent.sagas.table, RatePolicy("orders", 1, timedelta(minutes=1), burst=2,
+                                            caller="function-key")))
+    with stack.with_agent(limited) as edge:
+        answers = [_post(edge, order_body(), str(uuid.uuid4()), {"x-functions-key": "k1"})
+                   for _ in range(3)]
+        other = _post(edge, order_body(), str(uuid.uuid4()), {"x-functions-key": "k2"})
+    assert [a.status_code for a in answers] == [201, 201, 429]
+    refused = answers[2]
+    assert refused.headers["Retry-After"] == "60"  # one emission interval of 1/min
+    assert refused.headers["RateLimit"].startswith('"orders";r=0;')
+    assert answers[0].headers["RateLimit"] == '"orders";r=1;t=60'
+    assert answers[0].headers["RateLimit-Policy"] == '"orders";q=2;w=60'
+    assert other.status_code == 201  # another caller has its own bucket
+    assert stack.broker.queue(entities.INVENTORY_QUEUE).sent == 3
