@@ -18,7 +18,6 @@ from agents.backbone.envelope import Envelope
 from agents.backbone.errors import BackboneError
 from agents.backbone.outbox import OutboxRow
 from agents.backbone.publishers import Publisher
-from agents.backbone.schemas import SchemaRegistry
 
 PARKED = "backbone.poison.parked"
 _NAMESPACE = uuid.UUID("6f1d3a52-8c1e-4f7e-9a51-5b0e7c2d9e10")
@@ -36,10 +35,6 @@ PARKED_SCHEMA: dict[str, Any] = {
         "properties": {"type": "object", "additionalProperties": {"type": "string"}},
     },
 }
-
-
-def register_parking(registry: SchemaRegistry) -> None:
-    registry.register(PARKED, PARKED_SCHEMA)
 
 
 def parked_event(
