@@ -22,6 +22,7 @@ from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
 from azure.servicebus.aio import ServiceBusClient
 
 from agents.backbone import Envelope
+from agents.backbone.partitions import hashed
 from agents.backbone.wire import CLOUDEVENTS_CONTENT_TYPE, encode_body
 from agents.contracts import fraud
 from agents.orders import bootstrap, entities, simulated
@@ -124,33 +125,38 @@ async def test_an_order_completes_over_real_http_and_service_bus(api: Api, azuri
                      "charge") == 1
 
 
-async def test_the_charge_reaches_the_payment_stream_on_event_hubs(
+async def test_each_charge_reaches_the_payment_stream_on_event_hubs_keyed_by_card(
         api: Api, devstack: DevStack) -> None:
-    order_id = await api.place(order_body())
+    body = order_body()
+    order_id = await api.place(body)
     await api.settled(order_id)
-    seen: list[dict[str, Any]] = []
+    seen: list[tuple[dict[str, Any], bytes | None]] = []
     consumer = EventHubConsumerClient.from_connection_string(
         devstack.connection_string, consumer_group="$default",
         eventhub_name=entities.PAYMENTS_HUB)
 
     async def on_event(partition: Any, event: Any) -> None:
         if event is not None:
-            seen.append(json.loads(event.body_as_str()))
+            seen.append((json.loads(event.body_as_str()), event.partition_key))
 
     async with consumer:
         receiving = asyncio.create_task(consumer.receive(
             on_event=on_event, starting_position="-1", max_wait_time=0.5))
 
-        async def charged() -> list[dict[str, Any]] | None:
-            mine = [e for e in seen if e["data"]["orderId"] == order_id]
+        async def charged() -> list[tuple[dict[str, Any], bytes | None]] | None:
+            mine = [(e, key) for e, key in seen if e["data"]["orderId"] == order_id]
             return mine or None
 
         try:
-            (event,) = await eventually(charged)
+            ((event, partition_key),) = await eventually(charged)
         finally:
             receiving.cancel()
             await asyncio.gather(receiving, return_exceptions=True)
     assert event["type"] == "orders.payment.charged"
+    assert event["data"]["amountCents"] == 2500
+    assert event["partitionkey"] == body["card"]
+    # The hub was given the card's hashed key (the SDK reads the annotation back as bytes).
+    assert partition_key == hashed(body["card"]).encode()
 
 
 async def test_out_of_stock_after_charge_is_refunded_over_real_service_bus(
