@@ -27,19 +27,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import (
-    AzureError,
-    ResourceExistsError,
-    ResourceModifiedError,
-    ResourceNotFoundError,
-)
-from azure.data.tables import TableClient, UpdateMode
-
 from agents.backbone.errors import ConfigurationError
 from agents.backbone.tables import table_key
 
 if TYPE_CHECKING:
+    from azure.data.tables import TableClient
     from pyrate_limiter import GCRA, Rate
 
 log = logging.getLogger(__name__)
@@ -195,6 +187,8 @@ class RateLimiter:
                 return self._decide_locally(known, now_ms)
             self._local_since_ms = None
             log.warning("rate limit %s: trying Table storage again", self.policy.name)
+        from azure.core.exceptions import AzureError
+
         try:
             return self._decide_shared(key, known, now_ms)
         except AzureError as error:
@@ -227,6 +221,8 @@ class RateLimiter:
         return self._admission(int(tat), now_ms)
 
     def _read(self, key: str, known: _Known) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
         try:
             entity = self.table.get_entity(key, STATE_ROW)
         except ResourceNotFoundError:
@@ -236,6 +232,14 @@ class RateLimiter:
 
     def _write(self, key: str, known: _Known, tat_us: int) -> bool:
         """Compare-and-swap the arrival time; False if another instance wrote first."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import (
+            ResourceExistsError,
+            ResourceModifiedError,
+            ResourceNotFoundError,
+        )
+        from azure.data.tables import UpdateMode
+
         entity: dict[str, Any] = {"PartitionKey": key, "RowKey": STATE_ROW, "Tat": str(tat_us)}
         try:
             if known.etag is None:
