@@ -118,7 +118,7 @@ def to_servicebus_message(row: OutboxRow, *, session: bool = False) -> ServiceBu
     """The Service Bus message for one outbox row (structured CloudEvent + properties).
 
     `session=True` sets SessionId = the event's partition key, so a session-enabled entity
-    keeps one aggregate's messages in order (DESIGN 3.9).
+    keeps one aggregate's messages in order (agents/backbone/README.md, Partitions).
     """
     from azure.servicebus import ServiceBusMessage
 
