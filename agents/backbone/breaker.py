@@ -1,4 +1,4 @@
-"""A circuit breaker whose state every instance shares through one Table entity (agents/backbone/README.md).
+"""A circuit breaker whose state every instance shares through one Table entity.
 
 Hand-written because no library fits: pybreaker 1.4.1 shares state only through Redis, counts
 consecutive failures (no failure ratio over a window) and holds one RLock across every guarded

@@ -1,4 +1,4 @@
-"""Calls outside the transaction (agents/backbone/README.md): the model is asked BEFORE the unit of work,
+"""Calls outside the transaction: the model is asked BEFORE the unit of work,
 its answer is recorded in the same transaction as the decision, and a redelivered message
 reads the recorded answer back instead of asking again.
 
