@@ -11,7 +11,6 @@ are all it needs; start the host after `start()` returns and stop it before `sto
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -45,24 +44,6 @@ def connection_string(host: str, port: int) -> str:
         f"Endpoint=sb://{endpoint};SharedAccessKeyName=RootManageSharedAccessKey;"
         "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"
     )
-
-
-def eventhubs_node(
-    documents: list[dict[str, Any]], data_dir: Path | None, faults: Faults
-) -> Node | None:
-    """The Event Hubs node from `devstack.eventhubs.create_node`, if that package has one."""
-    try:
-        module = importlib.import_module("devstack.eventhubs")
-    except ImportError:
-        module = None
-    factory = getattr(module, "create_node", None)
-    if factory is None:
-        log.warning("Event Hubs config given, but devstack.eventhubs.create_node is not "
-                    "available yet; serving Service Bus only")
-        return None
-    node = factory(documents, data_dir=data_dir, faults=faults)
-    assert isinstance(node, Node)
-    return node
 
 
 class DevStack:
@@ -118,10 +99,11 @@ class DevStack:
         self.servicebus.start()
         self.amqp.add_node(self.servicebus)
         if self.config.eventhubs:
-            self.eventhubs = eventhubs_node(self.config.eventhubs, self.data_dir,
-                                            self.fault_state)
-            if self.eventhubs is not None:
-                self.amqp.add_node(self.eventhubs)
+            from devstack.eventhubs import create_node  # only when hubs are configured
+
+            self.eventhubs = create_node(self.config.eventhubs, data_dir=self.data_dir,
+                                         faults=self.fault_state)
+            self.amqp.add_node(self.eventhubs)
         await self.amqp.start()
         if self.admin_port is not None:
             self._admin = web.AppRunner(self.faults.http_app())
