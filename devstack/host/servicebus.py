@@ -1,25 +1,27 @@
 """Service Bus triggers through the official SDK: peek-lock, settle, sessions, lock renewal.
 
-Settlement follows the Functions host: with autoCompleteMessages (host.json, or the
-trigger's own `autoCompleteMessages`) the message is completed after success and abandoned
-after an exception. Without it the function settles through a `message_actions` parameter
-(the shape of azurefunctions-extensions-bindings-servicebus' ServiceBusMessageActions); a
-message it leaves unsettled is abandoned if the function threw, else its lock runs out.
+The function gets the classic `func.ServiceBusMessage`, or, for a parameter annotated with
+azurefunctions-extensions-bindings-servicebus' `ServiceBusReceivedMessage`, the SDK-type
+binding (built by the package's own converter from the bytes the Azure host sends; see
+`sdktype`). Settlement follows the Functions host: with autoCompleteMessages (host.json, or
+the trigger's own `autoCompleteMessages`) the message is completed after success and
+abandoned after an exception. A function may settle it itself through a parameter annotated
+`ServiceBusMessageActions`, which talks gRPC to this host's settlement service (`settlement`)
+as it talks to the Azure host's; a message it leaves unsettled is abandoned if the function
+threw, else (autoCompleteMessages off) its lock runs out.
 Function-level retry policies do not apply: Service Bus redelivers by its delivery count.
+A listener never stops on an error: it logs it and reconnects with backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import inspect
 import json
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-import azure.functions as func
 from azure.functions import meta
 from azure.functions.servicebus import ServiceBusMessage as FunctionMessage
 from azure.servicebus import (
@@ -30,15 +32,18 @@ from azure.servicebus import (
 from azure.servicebus.aio import AutoLockRenewer as AsyncAutoLockRenewer
 from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
 from azure.servicebus.amqp import AmqpMessageBodyType
-from azure.servicebus.exceptions import OperationTimeoutError, ServiceBusError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
+from azure.servicebus.exceptions import OperationTimeoutError
 
+from devstack.host import sdktype
 from devstack.host.index import FunctionSpec
 from devstack.host.invocation import Invoker
 from devstack.host.settings import AppSettings, HostConfig, option, parse_timespan
+from devstack.host.settlement import SETTLE_TIMEOUT_SECONDS, AlreadySettled, SettlementService
 
 log = logging.getLogger("devstack.host")
-MESSAGE_ACTIONS_PARAMETER = "message_actions"
+RECONNECT_BASE_SECONDS = 0.5
+RECONNECT_MAX_SECONDS = 10.0
+HEALTHY_SECONDS = 30.0  # connected this long: the next failure backs off from the start
 
 
 def _text(value: Any) -> Any:
@@ -112,8 +117,8 @@ def to_function_message(message: ServiceBusReceivedMessage) -> FunctionMessage:
     )
 
 
-class MessageActions:
-    """Settles the messages of one invocation, named by their lock token."""
+class HeldLocks:
+    """The messages of one invocation, settled by lock token (at most once each)."""
 
     def __init__(self, receiver: ServiceBusReceiver,
                  received: Sequence[ServiceBusReceivedMessage]) -> None:
@@ -121,58 +126,39 @@ class MessageActions:
         self._by_token = {str(m.lock_token): m for m in received}
         self.settled: set[str] = set()
 
-    def _message(self, message: func.ServiceBusMessage) -> ServiceBusReceivedMessage:
-        token = str(message.lock_token)
-        if token in self.settled:
-            raise ValueError(f"message {message.message_id} is already settled")
-        self.settled.add(token)
-        return self._by_token[token]
+    def _take(self, lock_token: str) -> ServiceBusReceivedMessage:
+        if lock_token in self.settled:
+            raise AlreadySettled(f"the message with lock token {lock_token} is already "
+                                 "settled")
+        self.settled.add(lock_token)
+        return self._by_token[lock_token]
 
-    async def complete(self, message: func.ServiceBusMessage) -> None:
-        await self._receiver.complete_message(self._message(message))
+    async def complete(self, lock_token: str) -> None:
+        await self._receiver.complete_message(self._take(lock_token))
 
-    async def abandon(self, message: func.ServiceBusMessage) -> None:
-        await self._receiver.abandon_message(self._message(message))
+    async def abandon(self, lock_token: str) -> None:
+        await self._receiver.abandon_message(self._take(lock_token))
 
-    async def deadletter(self, message: func.ServiceBusMessage, *,
-                         deadletter_reason: str | None = None,
-                         deadletter_error_description: str | None = None) -> None:
-        await self._receiver.dead_letter_message(
-            self._message(message), reason=deadletter_reason,
-            error_description=deadletter_error_description)
+    async def deadletter(self, lock_token: str, reason: str | None,
+                         description: str | None) -> None:
+        await self._receiver.dead_letter_message(self._take(lock_token), reason=reason,
+                                                 error_description=description)
 
-    async def defer(self, message: func.ServiceBusMessage) -> None:
-        await self._receiver.defer_message(self._message(message))
+    async def defer(self, lock_token: str) -> None:
+        await self._receiver.defer_message(self._take(lock_token))
+
+    async def renew_lock(self, lock_token: str) -> None:
+        if lock_token in self.settled:
+            raise AlreadySettled(f"the message with lock token {lock_token} is already "
+                                 "settled")
+        await self._receiver.renew_message_lock(self._by_token[lock_token])
+
+    @property
+    def tokens(self) -> list[str]:
+        return list(self._by_token)
 
     def unsettled(self) -> list[ServiceBusReceivedMessage]:
         return [m for token, m in self._by_token.items() if token not in self.settled]
-
-
-class ThreadMessageActions:
-    """MessageActions for a sync function: blocking calls from its worker thread."""
-
-    def __init__(self, actions: MessageActions, loop: asyncio.AbstractEventLoop) -> None:
-        self._actions = actions
-        self._loop = loop
-
-    def _run(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-
-    def complete(self, message: func.ServiceBusMessage) -> None:
-        self._run(self._actions.complete(message))
-
-    def abandon(self, message: func.ServiceBusMessage) -> None:
-        self._run(self._actions.abandon(message))
-
-    def deadletter(self, message: func.ServiceBusMessage, *,
-                   deadletter_reason: str | None = None,
-                   deadletter_error_description: str | None = None) -> None:
-        self._run(self._actions.deadletter(
-            message, deadletter_reason=deadletter_reason,
-            deadletter_error_description=deadletter_error_description))
-
-    def defer(self, message: func.ServiceBusMessage) -> None:
-        self._run(self._actions.defer(message))
 
 
 class ServiceBusListener:
@@ -205,9 +191,25 @@ class ServiceBusListener:
         auto_complete = trigger.get("autoCompleteMessages")
         self._auto_complete = bool(option(options, "autoCompleteMessages", True)
                                    if auto_complete is None else auto_complete)
-        self._wants_actions = MESSAGE_ACTIONS_PARAMETER in inspect.signature(
-            spec.handler).parameters
+        annotations = sdktype.annotations_of(spec.handler)
+        trigger_type = annotations.get(str(trigger["name"]))
+        # The worker's rules: an SDK-typed trigger parameter gets the SDK type; the one
+        # parameter no binding fills whose type is the settlement client gets the client.
+        self._sdk_type = trigger_type if sdktype.is_sdk_type(trigger_type) else None
+        bound = {str(trigger["name"]), *(str(b["name"]) for b in spec.outputs),
+                 spec.context_parameter()}
+        self._settlement_parameters = [
+            name for name in spec.parameters
+            if name not in bound and sdktype.is_settlement_client(annotations.get(name))]
+        self._settlement = SettlementService.shared() if self._settlement_parameters else None
+        if self._settlement is not None and spec.is_async:
+            log.warning("Function 'Functions.%s' is async and takes ServiceBusMessageActions, "
+                        "whose calls block: in devstack's in-process host they wait for the "
+                        "event loop they block (each fails after %ss); make it sync",
+                        spec.name, SETTLE_TIMEOUT_SECONDS)
         self._invoker = invoker
+        self._slots = asyncio.Semaphore(self._max_calls)
+        self._running: set[asyncio.Task[None]] = set()
 
     @property
     def entity(self) -> str:
@@ -222,48 +224,66 @@ class ServiceBusListener:
         return client.get_subscription_receiver(self._topic, self._subscription, **common)
 
     async def run(self) -> None:
+        """Listen until cancelled; any error (the SDK raises more than ServiceBusError when
+        a connection breaks) is logged and the listener reconnects after a backoff."""
         log.info("Function 'Functions.%s' listening on Service Bus %s (sessions=%s)",
                  self.spec.name, self.entity, self._sessions)
-        async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.5, max=10),
-                                           retry=retry_if_exception_type(ServiceBusError),
-                                           before_sleep=self._log_reconnect):
-            with attempt:
+        try:
+            await self._listen()
+        finally:
+            for task in self._running:
+                task.cancel()
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while True:
+            started = loop.time()
+            try:
                 async with ServiceBusClient.from_connection_string(self._connection) as client:
                     if self._sessions:
-                        await asyncio.gather(*(self._session_loop(client)
-                                               for _ in range(self._max_sessions)))
+                        # A TaskGroup, so one session loop's failure stops its siblings too.
+                        async with asyncio.TaskGroup() as group:
+                            for _ in range(self._max_sessions):
+                                group.create_task(self._session_loop(client))
                     else:
                         await self._pump(client)
-
-    def _log_reconnect(self, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        log.warning("Function 'Functions.%s': Service Bus %s unavailable (%s); reconnecting",
-                    self.spec.name, self.entity, error)
+            except Exception as error:
+                # Hand-written, not tenacity: its attempt count never resets, and a listener
+                # that was healthy for a while should reconnect at once.
+                healthy = loop.time() - started > HEALTHY_SECONDS
+                failures = 1 if healthy else failures + 1
+                delay = min(RECONNECT_BASE_SECONDS * 2 ** (failures - 1),
+                            RECONNECT_MAX_SECONDS)
+                log.warning("Function 'Functions.%s': Service Bus %s unavailable (%s: %s); "
+                            "reconnecting in %.1fs", self.spec.name, self.entity,
+                            type(error).__name__, error, delay)
+                await asyncio.sleep(delay)
 
     async def _pump(self, client: ServiceBusClient) -> None:
-        slots = asyncio.Semaphore(self._max_calls)
-        running: set[asyncio.Task[None]] = set()
         async with self._receiver(client) as receiver, \
                 AsyncAutoLockRenewer(max_lock_renewal_duration=self._lock_renewal) as renewer:
-            try:
-                while True:
-                    await slots.acquire()
+            while True:
+                await self._slots.acquire()
+                try:
                     count = self._batch_size if self._many else 1
                     received = await receiver.receive_messages(max_message_count=count,
                                                                max_wait_time=1)
-                    if not received:
-                        slots.release()
-                        continue
-                    for message in received:
-                        renewer.register(receiver, message)
-                    task = asyncio.create_task(self._handle(receiver, received))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
-                    task.add_done_callback(lambda _: slots.release())
-            finally:
-                for task in running:
-                    task.cancel()
-                await asyncio.gather(*running, return_exceptions=True)
+                except BaseException:
+                    self._slots.release()
+                    raise
+                if not received:
+                    self._slots.release()
+                    continue
+                for message in received:
+                    renewer.register(receiver, message)
+                # Invocations outlive a broken receiver, as on Azure: they finish, and
+                # settling on the closed link fails and is logged (the lock then expires).
+                task = asyncio.create_task(self._handle(receiver, received))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+                task.add_done_callback(lambda _: self._slots.release())
 
     async def _session_loop(self, client: ServiceBusClient) -> None:
         while True:
@@ -280,34 +300,48 @@ class ServiceBusListener:
             except OperationTimeoutError:
                 continue  # no session was available; ask again
 
+    def _argument(self, received: Sequence[ServiceBusReceivedMessage]) -> Any:
+        if self._sdk_type is not None:
+            return sdktype.decode(received, many=self._many, pytype=self._sdk_type)
+        messages = [to_function_message(m) for m in received]
+        return messages if self._many else messages[0]
+
     async def _handle(self, receiver: ServiceBusReceiver,
                       received: Sequence[ServiceBusReceivedMessage]) -> None:
-        messages = [to_function_message(m) for m in received]
-        actions = MessageActions(receiver, received)
-        extra: dict[str, Any] = {}
-        if self._wants_actions:
-            extra[MESSAGE_ACTIONS_PARAMETER] = actions if self.spec.is_async else (
-                ThreadMessageActions(actions, asyncio.get_running_loop()))
-        value: Any = messages if self._many else messages[0]
+        """Invoke and settle; nothing raised here escapes the task (a lost lock, a dropped
+        connection: the message is redelivered, and that is logged)."""
+        held = HeldLocks(receiver, received)
+        loop = asyncio.get_running_loop()
+        if self._settlement is not None:
+            for token in held.tokens:
+                self._settlement.servicer.hold(token, held, loop)
         first = received[0]
         try:
+            extra = {name: sdktype.settlement_client() for name in self._settlement_parameters}
             await self._invoker.invoke(
-                self.spec, value, use_retry_policy=False, extra_arguments=extra,
+                self.spec, self._argument(received), use_retry_policy=False,
+                extra_arguments=extra,
                 reason=f"(null)MessageReceived (MessageId={first.message_id}, "
                        f"DeliveryCount={(first.delivery_count or 0) + 1}, "
                        f"LockToken={first.lock_token})")
         except Exception:
-            await self._settle_all(receiver, actions, complete=False)
-            return
-        if self._auto_complete:
-            await self._settle_all(receiver, actions, complete=True)
+            await self._settle_unsettled(held, complete=False)  # the invoker logged why
+        else:
+            if self._auto_complete:
+                await self._settle_unsettled(held, complete=True)
+        finally:
+            if self._settlement is not None:
+                for token in held.tokens:
+                    self._settlement.servicer.release(token)
 
-    async def _settle_all(self, receiver: ServiceBusReceiver, actions: MessageActions, *,
-                          complete: bool) -> None:
-        for message in actions.unsettled():
-            with contextlib.suppress(ServiceBusError):
-                # A lost lock means the message is redelivered anyway; nothing is dropped.
-                if complete:
-                    await receiver.complete_message(message)
-                else:
-                    await receiver.abandon_message(message)
+    async def _settle_unsettled(self, held: HeldLocks, *, complete: bool) -> None:
+        settle: Callable[[str], Awaitable[None]] = held.complete if complete else held.abandon
+        for message in held.unsettled():
+            try:
+                await settle(str(message.lock_token))
+            except Exception as error:
+                # A lost lock or a broken link: the broker redelivers the message anyway.
+                log.warning("Function 'Functions.%s': could not %s message %s (%s: %s); it "
+                            "is redelivered when its lock expires", self.spec.name,
+                            "complete" if complete else "abandon", message.message_id,
+                            type(error).__name__, error)

@@ -83,15 +83,99 @@ async def test_session_messages_are_handled_in_order_per_session(servicebus, sta
         assert [s["body"] for s in ordered] == ["0", "1", "2", "3", "4"]
 
 
-async def test_function_without_auto_complete_settles_through_message_actions(
-        servicebus, start_host):
+async def manual_observations(azurite, message_id: str, count: int = 1) -> list[dict]:
+    """What sb_self_settled saw of `message_id`, once it saw it `count` times."""
+    async def seen():
+        found = await read_json_blobs(azurite.connection_string, "observations", "manual/")
+        mine = [f for f in found if f["message_id"] == message_id]
+        return mine if len(mine) >= count else None
+
+    return await eventually(seen)
+
+
+async def test_sdk_type_binding_hands_the_function_the_received_message(
+        servicebus, start_host, azurite):
+    connection = servicebus.connection_string
+    await start_host("sb_self_settled", SAMPLE_SERVICEBUS=connection)
+    message_id = str(uuid.uuid4())
+    await send(connection, "sample-manual", ServiceBusMessage(
+        "accept", message_id=message_id, subject="greeting", correlation_id="corr-9",
+        content_type="text/plain", application_properties={"tenant": "contoso", "n": 7}))
+    (observed,) = await manual_observations(azurite, message_id)
+    assert observed == {
+        "body": "accept", "message_id": message_id, "lock_token": observed["lock_token"],
+        "subject": "greeting", "correlation_id": "corr-9", "content_type": "text/plain",
+        "application_properties": {"tenant": "contoso", "n": 7},
+        "sequence_number": observed["sequence_number"], "enqueued": True,
+        # The package's decoder skips the AMQP header, on Azure too (see devstack/host/sdktype).
+        "delivery_count": None, "settlement_error": None}
+    assert uuid.UUID(observed["lock_token"])
+    assert await receive(connection, "sample-manual") == []
+
+
+async def test_message_actions_dead_letter_with_the_functions_reason(servicebus, start_host):
     connection = servicebus.connection_string
     await start_host("sb_self_settled", SAMPLE_SERVICEBUS=connection)
     await send(connection, "sample-manual", ServiceBusMessage("reject"),
                ServiceBusMessage("accept"))
     dead = await eventually(lambda: receive(connection, "sample-manual", dead_letters=True))
-    assert [(str(m), m.dead_letter_reason) for m in dead] == [("reject", "Rejected")]
+    assert [(str(m), m.dead_letter_reason, m.dead_letter_error_description) for m in dead] == [
+        ("reject", "Rejected", "sample rejects it")]
     assert await receive(connection, "sample-manual") == []
+
+
+async def test_message_actions_abandon_redelivers_the_message(servicebus, start_host,
+                                                              azurite):
+    connection = servicebus.connection_string
+    await start_host("sb_self_settled", SAMPLE_SERVICEBUS=connection)
+    message_id = str(uuid.uuid4())
+    await send(connection, "sample-manual", ServiceBusMessage("retry", message_id=message_id))
+    deliveries = await manual_observations(azurite, message_id, 2)
+    assert [d["message_id"] for d in deliveries] == [message_id, message_id]
+    assert len({d["lock_token"] for d in deliveries}) == 2
+    assert await receive(connection, "sample-manual") == []
+    assert await receive(connection, "sample-manual", dead_letters=True) == []
+
+
+async def test_settling_a_message_twice_fails_with_the_hosts_reason(servicebus, start_host,
+                                                                    azurite):
+    connection = servicebus.connection_string
+    await start_host("sb_self_settled", SAMPLE_SERVICEBUS=connection)
+    message_id = str(uuid.uuid4())
+    await send(connection, "sample-manual", ServiceBusMessage("twice", message_id=message_id))
+    (observed,) = await manual_observations(azurite, message_id)
+    assert "[complete]" in observed["settlement_error"]
+    assert "already settled" in observed["settlement_error"]
+    assert await receive(connection, "sample-manual") == []
+
+
+async def test_settling_after_the_lock_expired_is_logged_and_the_listener_goes_on(
+        servicebus, start_host, tmp_path, caplog):
+    connection = servicebus.connection_string
+    host = await start_host("sb_held", SAMPLE_SERVICEBUS=connection)
+    release = tmp_path / "release"
+    await send(connection, "sample-held", ServiceBusMessage(str(release)))
+    await eventually(release.with_suffix(".started").exists)
+    assert servicebus.faults.expire_locks("sample-held") == 1
+    release.touch()
+    await eventually(lambda: any("could not complete message" in m for m in caplog.messages))
+    # The expired delivery came back, was handled again and completed.
+    await eventually(lambda: len([r for r in host.invoker.records if r.succeeded]) >= 2)
+    assert await receive(connection, "sample-held") == []
+    assert not any("never retrieved" in m for m in caplog.messages)
+
+
+async def test_listener_keeps_receiving_after_its_connections_are_dropped(
+        servicebus, start_host, caplog):
+    connection = servicebus.connection_string
+    host = await start_host("sb_order_received", SAMPLE_SERVICEBUS=connection)
+    await send(connection, "sample-orders", ServiceBusMessage("before"))
+    await eventually(lambda: len(host.invoker.records) == 1)
+    assert servicebus.faults.drop_connections() >= 1
+    await send(connection, "sample-orders", ServiceBusMessage("after"))
+    await eventually(lambda: len(host.invoker.records) == 2, timeout=60)
+    replies = await eventually(lambda: receive(connection, "sample-replies"))
+    assert sorted(str(r) for r in replies) == ["handled:after", "handled:before"]
 
 
 async def test_topic_subscription_trigger_receives_what_the_topic_got(servicebus, start_host,

@@ -3,8 +3,11 @@
 import asyncio
 import json
 import os
+import time
+from pathlib import Path
 
 import azure.functions as func
+import azurefunctions.extensions.bindings.servicebus as servicebus
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -123,14 +126,54 @@ async def sb_session_received(msg: func.ServiceBusMessage, seen: func.Out[str]) 
                          "sequence_number": msg.sequence_number}))
 
 
-@app.service_bus_queue_trigger(arg_name="msg", queue_name="sample-manual",
+@app.service_bus_queue_trigger(arg_name="received", queue_name="sample-manual",
                                connection="SAMPLE_SERVICEBUS", auto_complete_messages=False)
-async def sb_self_settled(msg: func.ServiceBusMessage, message_actions) -> None:
-    if msg.get_body() == b"reject":
-        await message_actions.deadletter(msg, deadletter_reason="Rejected",
-                                         deadletter_error_description="sample rejects it")
-    else:
-        await message_actions.complete(msg)
+@app.blob_output(arg_name="seen", path="observations/manual/{rand-guid}.json",
+                 connection="AzureWebJobsStorage")
+def sb_self_settled(received: servicebus.ServiceBusReceivedMessage,
+                    actions: servicebus.ServiceBusMessageActions, seen: func.Out[str]) -> None:
+    """The SDK-type binding: settles each message itself, as its body says."""
+    body = b"".join(received.body).decode()
+    error = None
+    try:
+        if body == "reject":
+            actions.deadletter(received, deadletter_reason="Rejected",
+                               deadletter_error_description="sample rejects it")
+        elif body == "retry" and received.message_id not in _abandoned:
+            _abandoned.add(received.message_id)
+            actions.abandon(received)
+        elif body == "twice":
+            actions.complete(received)
+            actions.complete(received)
+        else:
+            actions.complete(received)
+    except servicebus.serviceBusMessageActions.SettlementError as settlement_error:
+        error = str(settlement_error)
+    seen.set(json.dumps({
+        "body": body, "message_id": received.message_id,
+        "lock_token": str(received.lock_token), "subject": received.subject,
+        "correlation_id": received.correlation_id, "content_type": received.content_type,
+        "application_properties": {k.decode(): v.decode() if isinstance(v, bytes) else v
+                                   for k, v in (received.application_properties or {}).items()},
+        "sequence_number": received.sequence_number,
+        "enqueued": received.enqueued_time_utc is not None,
+        "delivery_count": received.delivery_count, "settlement_error": error}))
+
+
+# Messages sb_self_settled abandoned once (it completes them on redelivery).
+_abandoned: set[str] = set()
+
+
+@app.service_bus_queue_trigger(arg_name="msg", queue_name="sample-held",
+                               connection="SAMPLE_SERVICEBUS")
+def sb_held(msg: func.ServiceBusMessage) -> None:
+    """Holds the message until the file its body names exists (the test expires the lock
+    meanwhile); writes NAME.started first so the test knows it holds it."""
+    release = Path(msg.get_body().decode())
+    release.with_suffix(".started").touch()
+    deadline = time.monotonic() + 30
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 # devstack's Event Hubs matches consumer group names case-sensitively (Azure does not), so
