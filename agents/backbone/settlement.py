@@ -1,7 +1,8 @@
 """Settling a Service Bus message by what handling it did: complete, dead-letter, abandon.
 
 Works with the SDK's `ServiceBusReceiver` (and anything with its settlement methods, such as
-the test broker) and with the Functions `ServiceBusMessageActions` shape (`deadletter`).
+the test broker) and with the Functions `ServiceBusMessageActions` of
+azurefunctions-extensions-bindings-servicebus (`complete`, `abandon`, `deadletter`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,21 @@ class Receiver(Protocol):
     ) -> None: ...
 
 
+@runtime_checkable
+class MessageActions(Protocol):
+    """The settlement methods of the Functions `ServiceBusMessageActions`."""
+
+    def complete(self, message: Any) -> None: ...
+
+    def abandon(self, message: Any) -> None: ...
+
+    def deadletter(self, message: Any, deadletter_reason: str | None = None,
+                   deadletter_error_description: str | None = None) -> None: ...
+
+
+Settler = Receiver | MessageActions
+
+
 class Settlement(enum.Enum):
     COMPLETED = "completed"
     DEAD_LETTERED = "dead-lettered"
@@ -46,11 +62,27 @@ def dead_letter(settler: Any, message: Any, reason: str, description: str) -> No
                            deadletter_error_description=description)
 
 
-def settle(receiver: Receiver, message: Any, work: Callable[[], Outcome[Any]]) -> Settlement:
+def _complete(settler: Settler, message: Any) -> None:
+    if isinstance(settler, Receiver):
+        settler.complete_message(message)
+    else:
+        settler.complete(message)
+
+
+def _abandon(settler: Settler, message: Any) -> None:
+    if isinstance(settler, Receiver):
+        settler.abandon_message(message)
+    else:
+        settler.abandon(message)
+
+
+def settle(receiver: Settler, message: Any,
+           work: Callable[[], Outcome[Any] | None]) -> Settlement:
     """Run `work` (parse + `MessageProcessor.handle`) and settle the message accordingly:
     poison -> dead-letter at once with reason; transient -> abandon (redelivery, and
     MaxDeliveryCount dead-letters in the end); success -> complete, or dead-letter when the
-    handler asked for it (e.g. a saga's exhausted compensation)."""
+    handler asked for it (e.g. a saga's exhausted compensation). `work` returns None when
+    the message needed no handling (complete)."""
     try:
         outcome = work()
     except Exception as error:
@@ -58,10 +90,10 @@ def settle(receiver: Receiver, message: Any, work: Callable[[], Outcome[Any]]) -
             dead_letter(receiver, message, error.reason, error.description)
             return Settlement.DEAD_LETTERED
         log.warning("abandoning message for redelivery: %s", error, exc_info=error)
-        receiver.abandon_message(message)
+        _abandon(receiver, message)
         return Settlement.ABANDONED
-    if outcome.dead_letter is not None:
+    if outcome is not None and outcome.dead_letter is not None:
         dead_letter(receiver, message, outcome.dead_letter.reason, outcome.dead_letter.description)
         return Settlement.DEAD_LETTERED
-    receiver.complete_message(message)
+    _complete(receiver, message)
     return Settlement.COMPLETED

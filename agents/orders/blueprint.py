@@ -12,9 +12,13 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import azure.functions as func
+
+# The SDK-type binding's types must resolve when the worker indexes the app (it reads the
+# annotations), so this import (azure-servicebus, uamqp, grpc) cannot be deferred.
+import azurefunctions.extensions.bindings.servicebus as servicebus
 
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import PoisonMessage
@@ -22,10 +26,14 @@ from agents.backbone.lazy import Lazy
 from agents.backbone.processing import MessageProcessor
 from agents.backbone.saga import ALERT, IN_FLIGHT, LogEntry, LogEvent
 from agents.backbone.schemas import SchemaRegistry
+from agents.backbone.settlement import Settlement, settle
 from agents.backbone.wire import parse_servicebus
 from agents.orders import entities, handlers
 from agents.orders.edge import IDEMPOTENCY_HEADER, BadRequest, place_order_request
 from agents.orders.handlers import OrdersAgent
+
+if TYPE_CHECKING:
+    from agents.backbone.processing import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +143,8 @@ def get_order(req: func.HttpRequest, agent: OrdersAgent) -> func.HttpResponse:
 
 def consume(message: func.ServiceBusMessage, schemas: SchemaRegistry,
              handle: Callable[[Envelope], object]) -> None:
-    """Parse and handle; returning lets the host complete the message (after dispatch),
-    raising makes it abandon the message for redelivery."""
+    """Classic binding: parse and handle; returning lets the host complete the message
+    (after dispatch), raising makes it abandon the message for redelivery."""
     try:
         event = parse_servicebus(message.get_body(), message.application_properties,
                                  registry=schemas)
@@ -147,19 +155,22 @@ def consume(message: func.ServiceBusMessage, schemas: SchemaRegistry,
         poison_settlement.dead_letter(message, error)
 
 
-def on_saga_message(message: func.ServiceBusMessage, agent: OrdersAgent) -> None:
-    """A reply, a step deadline or a fraud alert for an order's saga."""
+def on_saga_message(message: servicebus.ServiceBusReceivedMessage,
+                    actions: servicebus.ServiceBusMessageActions, agent: OrdersAgent) -> None:
+    """A reply, a step deadline or a fraud alert for an order's saga, settled explicitly:
+    poison dead-lettered at once with our reason, success completed after dispatch, a
+    transient failure abandoned (SDK-type binding, on Azure as on devstack)."""
 
-    def handle(event: Envelope) -> None:
+    def work() -> Outcome[Any] | None:
+        event = parse_servicebus(message.body, message.application_properties,
+                                 registry=agent.schemas)
         if event.type == ALERT:
             log.error("order saga alert: %s", event.data)
-            return
-        outcome = handlers.handle_saga_event(event, agent)
-        if outcome.dead_letter is not None:
-            raise PoisonMessage(outcome.dead_letter.description,
-                                reason=outcome.dead_letter.reason)
+            return None
+        return handlers.handle_saga_event(event, agent)
 
-    consume(message, agent.schemas, handle)
+    if settle(actions, message, work) is Settlement.DEAD_LETTERED:
+        log.error("dead-lettered message %s", message.message_id)
 
 
 def sweep_outboxes(processors: list[MessageProcessor]) -> None:
@@ -193,17 +204,19 @@ def blueprint(compose: Callable[[], OrdersAgent]) -> func.Blueprint:
 
     @bp.function_name("orders_saga")
     @bp.service_bus_queue_trigger(arg_name="message", queue_name=entities.SAGA_QUEUE,
-                                  connection=entities.CONNECTION, auto_complete_messages=True)
-    def orders_saga(message: func.ServiceBusMessage) -> None:
-        on_saga_message(message, agent.get())
+                                  connection=entities.CONNECTION, auto_complete_messages=False)
+    def orders_saga(message: servicebus.ServiceBusReceivedMessage,
+                    actions: servicebus.ServiceBusMessageActions) -> None:
+        on_saga_message(message, actions, agent.get())
 
     @bp.function_name("orders_fraud_alert")
     @bp.service_bus_topic_trigger(arg_name="message", topic_name=entities.FRAUD_ALERTS_TOPIC,
                                   subscription_name=entities.FRAUD_ALERTS_SUBSCRIPTION,
                                   connection=entities.FRAUD_CONNECTION,
-                                  auto_complete_messages=True)
-    def orders_fraud_alert(message: func.ServiceBusMessage) -> None:
-        on_saga_message(message, agent.get())
+                                  auto_complete_messages=False)
+    def orders_fraud_alert(message: servicebus.ServiceBusReceivedMessage,
+                           actions: servicebus.ServiceBusMessageActions) -> None:
+        on_saga_message(message, actions, agent.get())
 
     @bp.function_name("orders_outbox_sweeper")
     @bp.timer_trigger(arg_name="timer", schedule=SWEEP_SCHEDULE)

@@ -162,7 +162,12 @@ def annotations_of(handler: Callable[..., Any]) -> dict[str, Any]:
 def decode(received: Sequence[ServiceBusReceivedMessage], *, many: bool,
            pytype: Any) -> Any:
     """The function's argument, built by the extension's own converter from binding data."""
-    data = [binding_data(message) for message in received]
+    return decode_binding_data([binding_data(message) for message in received], many=many,
+                               pytype=pytype)
+
+
+def decode_binding_data(data: list[ModelBindingData], *, many: bool, pytype: Any) -> Any:
+    """What the worker does with the binding data: the extension's converter decodes it."""
     datum = Datum(CollectionModelBindingData(data), "collection_model_binding_data") if many \
         else Datum(data[0], "model_binding_data")
     converter = get_binding_registry().get(TRIGGER_BINDING)

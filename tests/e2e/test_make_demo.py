@@ -26,7 +26,7 @@ def test_the_demo_runs_every_story_prints_the_summary_and_exits_zero() -> None:
     assert "compensated: 3, completed: 3" in output
     assert "EVENTS PER SECOND" in output
     assert "DEAD-LETTER CONTENTS" in output
-    assert "MaxDeliveryCountExceeded" in output
+    assert "InvalidEncoding" in output
     assert " FAIL " not in output  # a failed check prints "  FAIL <check>"
     assert "all invariants hold" in output
 

@@ -218,3 +218,30 @@ def test_checker_reports_an_event_grid_trigger_no_subscription_delivers_to(
         "on_unsubscribed_event (eventGridTrigger): no subscription in eventgrid.json delivers"
         " to this function"
     ]
+
+
+def test_every_service_bus_trigger_states_how_its_messages_are_settled() -> None:
+    """SDK-type triggers settle themselves (autoCompleteMessages off, a message-actions
+    parameter); classic ones say autoCompleteMessages on, since host.json's default is off."""
+    from devstack.host import sdktype
+
+    host_json = json.loads((templates.REPO / "host.json").read_text())
+    assert host_json["extensions"]["serviceBus"]["autoCompleteMessages"] is False
+    app = load_app(Path(__file__).resolve().parents[2])
+    seen = {}
+    for function in app.get_functions():
+        trigger = json.loads(json.dumps(function.get_trigger().get_dict_repr(), default=str))
+        if trigger["type"] != "serviceBusTrigger":
+            continue
+        hints = sdktype.annotations_of(function.get_user_function())
+        sdk_type = sdktype.is_sdk_type(hints.get(trigger["name"]))
+        settles_itself = any(sdktype.is_settlement_client(hint) for hint in hints.values())
+        seen[function.get_function_name()] = (
+            trigger.get("autoCompleteMessages"), sdk_type, settles_itself)
+    assert seen == {
+        "orders_saga": (False, True, True),
+        "orders_fraud_alert": (False, True, True),
+        "orders_inventory": (True, False, False),
+        "orders_payments": (True, False, False),
+        "orders_shipping": (True, False, False),
+    }

@@ -197,7 +197,7 @@ async def test_a_step_past_its_deadline_is_compensated_by_a_scheduled_timeout(
         (e["step"], e["status"]) for e in order["timeline"]]
 
 
-async def test_a_poison_message_is_dead_lettered_by_max_delivery_count_on_the_classic_binding(
+async def test_a_poison_message_is_dead_lettered_at_once_with_its_reason_over_real_service_bus(
         api: Api, devstack: DevStack) -> None:
     async with ServiceBusClient.from_connection_string(devstack.connection_string) as client:
         async with client.get_queue_sender(entities.SAGA_QUEUE) as sender:
@@ -215,8 +215,8 @@ async def test_a_poison_message_is_dead_lettered_by_max_delivery_count_on_the_cl
 
         dead = await eventually(dead_lettered)
     assert [str(message) for message in dead] == ["{not json"]
-    # The classic binding cannot dead-letter with the reason: the trigger raises each time.
-    assert dead[0].dead_letter_reason == "MaxDeliveryCountExceeded"
+    # The SDK-type trigger dead-letters it itself, through the host's settlement service.
+    assert dead[0].dead_letter_reason == "InvalidEncoding"  # not MaxDeliveryCountExceeded
 
 
 async def test_a_fraud_alert_on_the_topic_compensates_a_running_order(

@@ -1,0 +1,83 @@
+"""The real Python worker (azure-functions-runtime, Python 3.13) accepts the app's functions:
+SDK-type Service Bus triggers with a ServiceBusMessageActions parameter included.
+
+Needs a Python 3.13 with azure-functions-runtime and requirements.txt installed; set
+FUNCTIONS_RUNTIME_PYTHON to it (default: pyenv's 3.13.0). Skipped, saying why, without one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Runs inside the 3.13 interpreter: index as the worker does, then register each function
+# through the worker's own validation (Registry.add_indexed_function).
+INDEX_SCRIPT = """
+import json, sys, types
+sys.path.insert(0, sys.argv[1])
+from azure_functions_runtime import functions, loader
+from azure_functions_runtime.bindings import meta
+meta.load_binding_registry()
+# The host sends these enum values over the worker protocol (FunctionRpc.proto BindingInfo:
+# Direction in=0 out=1 inout=2, DataType undefined=0); the worker reads only them here.
+protos = types.SimpleNamespace(BindingInfo=types.SimpleNamespace(
+    **{"in": 0}, out=1, inout=2, undefined=0))
+registry = functions.Registry()
+report = {}
+for function in loader.index_function_app(sys.argv[1] + "/function_app.py"):
+    info = registry.add_indexed_function(function, protos)
+    trigger = function.get_trigger()
+    report[function.get_function_name()] = {
+        "deferred": bool(info.deferred_bindings_enabled),
+        "settlement_client_arg": info.settlement_client_arg,
+        "autoComplete": trigger.get_dict_repr().get("autoCompleteMessages"),
+    }
+print(json.dumps(report))
+"""
+
+
+def _runtime_python() -> str | None:
+    configured = os.environ.get("FUNCTIONS_RUNTIME_PYTHON")
+    if configured:
+        return configured
+    pyenv = shutil.which("pyenv")
+    if pyenv is None:
+        return None
+    root = subprocess.run([pyenv, "root"], capture_output=True, text=True).stdout.strip()
+    candidate = Path(root) / "versions" / "3.13.0" / "bin" / "python3.13"
+    return str(candidate) if candidate.exists() else None
+
+
+@pytest.fixture(scope="module")
+def runtime_python() -> str:
+    python = _runtime_python()
+    if python is None:
+        pytest.skip("no Python 3.13 (set FUNCTIONS_RUNTIME_PYTHON)")
+    probe = subprocess.run([python, "-c", "import azure_functions_runtime, "
+                            "azurefunctions.extensions.bindings.servicebus, azure.data.tables"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"{python} lacks azure-functions-runtime or requirements.txt: "
+                    f"{probe.stderr.strip().splitlines()[-1]}")
+    return python
+
+
+def test_the_python_worker_accepts_the_sdk_type_service_bus_triggers(
+        runtime_python: str) -> None:
+    indexed = subprocess.run([runtime_python, "-c", INDEX_SCRIPT, str(REPO)],
+                             capture_output=True, text=True, timeout=120)
+    assert indexed.returncode == 0, indexed.stderr
+    report = json.loads(indexed.stdout.strip().splitlines()[-1])
+    for name in ("orders_saga", "orders_fraud_alert"):
+        assert report[name] == {"deferred": True, "settlement_client_arg": "actions",
+                                "autoComplete": False}
+    for name in ("orders_inventory", "orders_payments", "orders_shipping"):
+        assert report[name] == {"deferred": False, "settlement_client_arg": None,
+                                "autoComplete": True}
