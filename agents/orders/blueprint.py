@@ -95,8 +95,9 @@ class PoisonSettlement(Protocol):
 
 
 class RedeliverUntilDeadLettered:
-    """The classic `func.ServiceBusMessage` binding cannot dead-letter: the trigger raises,
-    the host abandons, and the queue's MaxDeliveryCount dead-letters the message."""
+    """The classic `func.ServiceBusMessage` binding (the simulated services' triggers, which
+    need the delivery count the SDK-type binding does not carry) cannot dead-letter: the
+    trigger raises, the host abandons, and MaxDeliveryCount dead-letters the message."""
 
     def dead_letter(self, message: func.ServiceBusMessage, error: PoisonMessage) -> None:
         raise error
