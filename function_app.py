@@ -15,16 +15,31 @@ import azure.functions as func
 
 from agents.orders import simulated
 from agents.orders.blueprint import blueprint as orders_blueprint
+from agents.triage.blueprint import blueprint as triage_blueprint
 
 if TYPE_CHECKING:
     from agents.orders.handlers import OrdersAgent
     from agents.orders.simulated.handlers import SimulatedServices
+    from agents.triage.handlers import TriageAgent
+    from agents.triage.webhook import WebhookSettings
 
 
 def compose_orders() -> OrdersAgent:
     from agents.orders import bootstrap  # its adapters and SDKs load on first invocation
 
     return bootstrap.bootstrap(os.environ)
+
+
+def compose_triage() -> TriageAgent:
+    from agents.triage import bootstrap
+
+    return bootstrap.bootstrap(os.environ)
+
+
+def triage_webhook() -> WebhookSettings | None:
+    from agents.triage.webhook import WebhookSettings
+
+    return WebhookSettings.from_env(os.environ)
 
 
 def compose_simulated() -> SimulatedServices:
@@ -35,6 +50,7 @@ def compose_simulated() -> SimulatedServices:
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(orders_blueprint(compose_orders))
+app.register_functions(triage_blueprint(compose_triage, triage_webhook))
 if simulated.enabled(os.environ):
     from agents.orders.simulated.blueprint import blueprint as simulated_blueprint
 

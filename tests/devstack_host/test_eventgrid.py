@@ -207,7 +207,8 @@ def test_the_apps_event_grid_config_declares_the_triage_subscription():
     assert topic is not None and topic.input_schema == "CloudEventSchemaV1_0"
     (subscription,) = topic.subscriptions
     assert subscription.function_name == "triage_ticket_received"
-    assert set(subscription.filter.included_event_types) == {CREATED, UPDATED}
+    assert set(subscription.filter.included_event_types) == {
+        CREATED, UPDATED, "com.helpdesk.ticket.commented"}
     assert (subscription.retry.max_delivery_attempts, subscription.retry.event_ttl_minutes) == (
         30, 1440)
     assert subscription.dead_letter_container == "eventgrid-deadletter"

@@ -157,7 +157,8 @@ def test_a_dead_letter_inside_the_duplicate_window_is_skipped_not_lost(bus, ops)
 
 def test_a_subscription_dead_letter_is_replayed_through_its_topic_and_rule(bus, ops):
     send(bus, "triage-tickets", ServiceBusMessage(
-        b'{"ticket": "t-9"}', message_id="ticket-9", application_properties={"team": "billing"}),
+        b'{"ticket": "t-9"}', message_id="ticket-9", application_properties={
+            "cloudEvents_type": "triage.ticket.classified", "cloudEvents_subject": "billing/t-9"}),
         topic=True)
     sequence, enqueued = dead_letter_one(bus, "triage-tickets", subscription="billing")
     outwait_duplicate_window(enqueued)
@@ -166,8 +167,9 @@ def test_a_subscription_dead_letter_is_replayed_through_its_topic_and_rule(bus, 
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)[0]["detail"].startswith("sent to topic triage-tickets")
     [again] = receive_all(bus, "triage-tickets", subscription="billing")
-    assert again.message_id == "ticket-9" and properties(again)["team"] == "billing"
-    assert receive_all(bus, "triage-tickets", subscription="technical", expected=0) == []
+    assert again.message_id == "ticket-9"
+    assert properties(again)["cloudEvents_subject"] == "billing/t-9"
+    assert receive_all(bus, "triage-tickets", subscription="platform", expected=0) == []
 
 
 def test_an_unknown_entity_is_a_usage_error_naming_the_known_ones(ops):
