@@ -287,6 +287,7 @@ def app_settings(storage: str, devstack: DevStack) -> dict[str, str]:
         entities.CONNECTION: devstack.connection_string,
         entities.FRAUD_CONNECTION: devstack.connection_string,
         entities.FRAUD_EVENTHUBS: devstack.connection_string,
+        "TRIAGE_SERVICEBUS": devstack.connection_string,
         bootstrap.STEP_TIMEOUT_SETTING: str(STEP_TIMEOUT_SECONDS),
         simulated.SETTING: "true",
         "DEVSTACK_HOST_FUNCTION_KEY": FUNCTION_KEY,

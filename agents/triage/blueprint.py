@@ -74,9 +74,10 @@ def helpdesk_webhook(req: func.HttpRequest, agent: TriageAgent,
     event; 202 once the event is stored for the Event Grid topic."""
     from agents.triage import handlers
 
-    if webhook is None:
-        return json_response({"status": 503, "detail": "HELPDESK_WEBHOOK_SECRET is not set"},
-                             503)
+    if webhook is None or not agent.ingress:
+        missing = "HELPDESK_WEBHOOK_SECRET" if webhook is None else \
+            "TRIAGE_EVENTGRID__topicEndpointUri"
+        return json_response({"status": 503, "detail": f"{missing} is not set"}, 503)
     body = req.get_body()
     try:
         verify(webhook, req.headers, body, now=now())

@@ -11,6 +11,7 @@ webhook's `HELPDESK_WEBHOOK_SECRET` / `HELPDESK_WEBHOOK_TOLERANCE_SECONDS` (`web
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -37,6 +38,8 @@ from agents.triage.model import DEFAULT_CONFIDENCE_THRESHOLD
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
 
+log = logging.getLogger(__name__)
+
 TABLE = "triage"
 BREAKERS_TABLE = "breakers"
 STATE_STORAGE = "STATE_STORAGE"
@@ -48,9 +51,10 @@ TASK = "classify-ticket"
 
 
 def build(store: Store | TableClient, publisher: Publisher, reasoner: Reasoner | None, *,
-          threshold: float = DEFAULT_CONFIDENCE_THRESHOLD,
+          threshold: float = DEFAULT_CONFIDENCE_THRESHOLD, ingress: bool = True,
           now: Callable[[], datetime] | None = None) -> TriageAgent:
-    """`publisher` routes `triage-tickets` (and `triage-helpdesk` for the webhook)."""
+    """`publisher` routes `triage-tickets`, and `triage-helpdesk` when `ingress` (the
+    webhook's topic) is on."""
     schemas = SchemaRegistry({**contracts.HELPDESK_SCHEMAS, **contracts.SCHEMAS})
     return TriageAgent(
         schemas=schemas,
@@ -59,18 +63,23 @@ def build(store: Store | TableClient, publisher: Publisher, reasoner: Reasoner |
         answers=RecordedAnswers(store, reasoner),
         task=load_task(PROMPTS, TASK),
         threshold=threshold,
+        ingress=ingress,
     )
 
 
 def bootstrap(env: Mapping[str, str]) -> TriageAgent:
     tables = settings.table_service(STATE_STORAGE, env=env)
-    publisher = RoutingPublisher({
-        TICKETS_TOPIC: ServiceBusPublisher(settings.servicebus_client(SERVICEBUS, env=env),
-                                           topics={TICKETS_TOPIC}),
-        HELPDESK_TOPIC: EventGridPublisher(
-            {HELPDESK_TOPIC: settings.eventgrid_publisher(EVENTGRID, env=env)}),
-    })
+    routes: dict[str, Publisher] = {TICKETS_TOPIC: ServiceBusPublisher(
+        settings.servicebus_client(SERVICEBUS, env=env), topics={TICKETS_TOPIC})}
+    if env.get(f"{EVENTGRID}__topicEndpointUri"):
+        routes[HELPDESK_TOPIC] = EventGridPublisher(
+            {HELPDESK_TOPIC: settings.eventgrid_publisher(EVENTGRID, env=env)})
+    else:
+        log.warning("%s__topicEndpointUri is not set: the helpdesk webhook answers 503 (the "
+                    "Event Grid trigger still triages)", EVENTGRID)
+    publisher = RoutingPublisher(routes)
     reasoner = reasoner_from_settings(env, breaker_table=state_table(tables, BREAKERS_TABLE),
                                       clock=time.time)
     threshold = float(env.get(THRESHOLD_SETTING) or DEFAULT_CONFIDENCE_THRESHOLD)
-    return build(state_table(tables, TABLE), publisher, reasoner, threshold=threshold)
+    return build(state_table(tables, TABLE), publisher, reasoner, threshold=threshold,
+                 ingress=HELPDESK_TOPIC in routes)

@@ -53,6 +53,8 @@ class TriageAgent:
     answers: RecordedAnswers
     task: Task
     threshold: float
+    ingress: bool
+    """Whether the webhook's Event Grid topic is configured."""
 
     @property
     def reasoner(self) -> Reasoner | None:
