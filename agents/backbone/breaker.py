@@ -30,6 +30,7 @@ import math
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ParamSpec, TypeVar
@@ -38,6 +39,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
+from agents.backbone import telemetry
 from agents.backbone.errors import TransientError, map_storage_error
 from agents.backbone.tables import table_key
 
@@ -53,6 +55,15 @@ class BreakerState(enum.Enum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half-open"
+
+
+_STATE_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+_breakers: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
+
+
+def _breaker_states() -> list[tuple[str, int]]:
+    """Each live breaker's state as this instance last saw it, for the state gauge."""
+    return [(breaker.name, _STATE_VALUES[breaker.state]) for breaker in list(_breakers)]
 
 
 class BreakerOpen(TransientError):
@@ -167,6 +178,8 @@ class CircuitBreaker:
         self._syncing = False
         self._probing = False
         self._degraded = False
+        _breakers.add(self)
+        telemetry.observe_breakers(_breaker_states)
 
     @property
     def state(self) -> BreakerState:

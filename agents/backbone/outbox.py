@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from agents.backbone import telemetry
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import StorageError, TransientError
 from agents.backbone.store import Operation, Store, StoredRow, TransactionRefused, Write
@@ -67,7 +68,9 @@ class OutboxRow:
         cls, partition_key: str, envelope: Envelope, *, destination: str,
         scheduled_at: datetime | None, created_at: datetime,
     ) -> OutboxRow:
-        return cls(partition_key, envelope, destination, created_at, scheduled_at)
+        """The envelope carries the current span's trace context (the handler's), if any."""
+        return cls(partition_key, telemetry.stamp(envelope), destination, created_at,
+                   scheduled_at)
 
     @property
     def row_key(self) -> str:
@@ -152,7 +155,7 @@ class OutboxRelay:
         if not rows:
             return []
         remembered = self._forget(rows)
-        self.publisher.publish([row for row in rows if id(row) not in remembered])
+        self._publish([row for row in rows if id(row) not in remembered])
         self.mark_dispatched(rows)
         return list(rows)
 
@@ -164,7 +167,7 @@ class OutboxRelay:
             fresh = [row for row in rows if not self._is_remembered(row)]
         if not fresh:
             return []
-        self.publisher.publish(fresh)
+        self._publish(fresh)
         self._remember(fresh)
         return fresh
 
@@ -225,6 +228,9 @@ class OutboxRelay:
         stale = [OutboxRow.from_stored(row) for row in self.store.query(
             OUTBOX_PREFIX, equals={"Status": PENDING}, before=("CreatedAt", cutoff))]
         stale.sort(key=lambda row: (row.partition_key, row.created_at))
+        oldest = min((row.created_at for row in stale), default=None)
+        telemetry.record_pending_age(
+            self.store.name, 0.0 if oldest is None else (self._now() - oldest).total_seconds())
         return self.dispatch(stale)
 
     def purge(self, *, older_than: timedelta) -> PurgeReport:
@@ -251,6 +257,15 @@ class OutboxRelay:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
         self.close()
+
+    def _publish(self, rows: list[OutboxRow]) -> None:
+        if not rows:
+            return
+        self.publisher.publish(rows)
+        now = self._now()
+        for row in rows:
+            telemetry.record_dispatch_age(row.destination,
+                                          (now - row.created_at).total_seconds())
 
     def _is_remembered(self, row: OutboxRow) -> bool:
         entry = self._unmarked.get(row.partition_key)

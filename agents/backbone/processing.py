@@ -20,8 +20,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from agents.backbone import telemetry
 from agents.backbone.envelope import Envelope
-from agents.backbone.errors import InvalidEvent
+from agents.backbone.errors import BackboneError, Disposition, InvalidEvent, classify
 from agents.backbone.outbox import OutboxRelay, OutboxRow
 from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.store import Store
@@ -68,8 +69,10 @@ class MessageProcessor:
         attempts: int = 6,
         counter: RequestCounter | None = None,
         now: Callable[[], datetime] | None = None,
+        name: str | None = None,
     ) -> None:
         self.store = as_store(store)
+        self.name = name or self.store.name  # the function, in spans and metrics
         self.relay = relay
         self.registry = registry
         self.attempts = attempts
@@ -94,17 +97,32 @@ class MessageProcessor:
         if not partition:
             raise InvalidEvent(f"event {event.id} names no partition key or subject",
                                reason="NoPartitionKey")
-        return self.run(partition, lambda uow: handler(event, uow), inbox_id=event.id)
+        return self.run(partition, lambda uow: handler(event, uow), inbox_id=event.id,
+                        event=event)
 
     def run(
         self, partition_key: str, decide: Callable[[UnitOfWork], T], *, inbox_id: str | None,
+        event: Envelope | None = None,
     ) -> Outcome[T]:
-        """The general form: `inbox_id` is the message id (or an HTTP idempotency key)."""
-        if self.counter is None:
-            return self._run(partition_key, decide, inbox_id)
-        with self.counter.scope() as scope:
-            outcome = self._run(partition_key, decide, inbox_id)
-        return replace(outcome, requests=scope.count)
+        """The general form: `inbox_id` is the message id (or an HTTP idempotency key).
+
+        It runs in one span (a consumer span continuing `event`'s trace when there is one) and
+        counts its outcome per `name`."""
+        with telemetry.handling(self.name, event):
+            try:
+                if self.counter is None:
+                    outcome = self._run(partition_key, decide, inbox_id)
+                else:
+                    with self.counter.scope() as scope:
+                        outcome = replace(self._run(partition_key, decide, inbox_id),
+                                          requests=scope.count)
+            except BackboneError as error:
+                if classify(error) is Disposition.DEAD_LETTER:
+                    telemetry.count_dead_letter(self.name, error.reason)
+                raise
+        telemetry.count_outcome(self.name, duplicate=outcome.duplicate,
+                                dead_lettered=outcome.dead_letter is not None)
+        return outcome
 
     def _run(
         self, partition_key: str, decide: Callable[[UnitOfWork], T], inbox_id: str | None,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
+from agents.backbone import telemetry
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import ConfigurationError, PublishFailed
 from agents.backbone.outbox import OutboxRow
@@ -111,7 +112,10 @@ class RoutingPublisher(Closing):
 
 
 def _properties(envelope: Envelope) -> dict[str | bytes, Any]:
-    return dict(application_properties(envelope).items())
+    """CloudEvents attributes plus the trace context under the names consumers read."""
+    properties: dict[str | bytes, Any] = dict(application_properties(envelope).items())
+    properties.update(telemetry.wire_properties(envelope).items())
+    return properties
 
 
 def to_servicebus_message(row: OutboxRow, *, session: bool = False) -> ServiceBusMessage:

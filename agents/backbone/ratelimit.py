@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from agents.backbone import telemetry
 from agents.backbone.errors import ConfigurationError
 from agents.backbone.tables import table_key
 
@@ -262,6 +263,7 @@ class RateLimiter:
                          _seconds(tat_us / 1000 - now_ms))
 
     def _refusal(self, known: _Known, now_ms: int) -> Admission:
+        telemetry.count_refusal(self.policy.name)
         return Admission(self.policy, False, 0, _seconds(known.tat_us / 1000 - now_ms),
                          max(1, _seconds(known.refused_until_ms - now_ms)))
 

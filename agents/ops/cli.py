@@ -161,7 +161,7 @@ def counts_list(
 
 DEAD_LETTER_COLUMNS = ("entity", "sequenceNumber", "messageId", "enqueuedTime",
                        "deadLetterReason", "deadLetterErrorDescription", "deliveryCount",
-                       "subject")
+                       "subject", "traceId")
 REPLAY_COLUMNS = ("entity", "sequenceNumber", "messageId", "outcome", "detail")
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage
 from azure.servicebus.amqp import AmqpMessageBodyType
 
+from agents.backbone.telemetry import TRACEPARENT, trace_id
 from agents.ops.config import Catalogue, OpsError, ServiceBusEntity
 from agents.ops.connections import Connections
 from agents.ops.servicebus import StopAtFirstFailure, peek_all, receiver, settle_chosen
@@ -68,7 +69,16 @@ class DeadLetter:
                 "messageId": self.message_id,
                 "enqueuedTime": self.enqueued_time.isoformat() if self.enqueued_time else None,
                 "deadLetterReason": self.reason, "deadLetterErrorDescription": self.description,
-                "deliveryCount": self.delivery_count, "subject": self.subject}
+                "deliveryCount": self.delivery_count, "subject": self.subject,
+                "traceId": self.trace_id}
+
+    @property
+    def trace_id(self) -> str | None:
+        """The trace of the work that sent it (`traceparent`, or the CloudEvents copy)."""
+        for key in (TRACEPARENT, f"cloudEvents_{TRACEPARENT}"):
+            if (found := trace_id(self.properties.get(key))) is not None:
+                return found
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """Everything: summary, properties and the body (JSON when it parses)."""

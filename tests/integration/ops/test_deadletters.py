@@ -52,7 +52,8 @@ def test_list_shows_each_dead_letter_with_its_reason_without_consuming_it(bus, o
         "entity": QUEUE, "sequenceNumber": sequence, "messageId": "order-1",
         "enqueuedTime": still_there.enqueued_time_utc.isoformat(),
         "deadLetterReason": "InvalidEvent", "deadLetterErrorDescription": "amount is negative",
-        "deliveryCount": still_there.delivery_count, "subject": "orders.order.placed"}]
+        "deliveryCount": still_there.delivery_count, "subject": "orders.order.placed",
+        "traceId": None}]
 
 
 def test_list_prints_a_table_an_engineer_can_read(bus, ops):
