@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import azure.functions as func
 
+from agents.backbone import telemetry
 from agents.orders import simulated
 from agents.orders.blueprint import blueprint as orders_blueprint
 from agents.triage.blueprint import blueprint as triage_blueprint
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 def compose_orders() -> OrdersAgent:
     from agents.orders import bootstrap  # its adapters and SDKs load on first invocation
 
+    telemetry.configure(os.environ)
     return bootstrap.bootstrap(os.environ)
 
 
@@ -45,6 +47,7 @@ def triage_webhook() -> WebhookSettings | None:
 def compose_simulated() -> SimulatedServices:
     from agents.orders.simulated import bootstrap
 
+    telemetry.configure(os.environ)
     return bootstrap.bootstrap(os.environ)
 
 

@@ -264,6 +264,12 @@ var telemetrySettings = {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.outputs.clientId};Authorization=AAD'
   // DefaultAzureCredential in the agents picks the user-assigned identity from this.
   AZURE_CLIENT_ID: identity.outputs.clientId
+  // host.json telemetryMode OpenTelemetry: the host exports its own spans; the worker passes
+  // the invocation's trace context and the app's one configure_azure_monitor() exports the
+  // worker's. PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY stays unset: the worker would
+  // configure a second distro and export every span twice.
+  PYTHON_ENABLE_OPENTELEMETRY: 'true'
+  OTEL_SERVICE_NAME: 'agents'
 }
 
 // Entra ID token of the app identity (Cognitive Services OpenAI User); there is no key setting.

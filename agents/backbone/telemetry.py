@@ -219,7 +219,12 @@ def configure(env: Mapping[str, str]) -> str:
         if env.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
             from azure.monitor.opentelemetry import configure_azure_monitor
 
-            configure_azure_monitor()  # reads the connection string and OTEL_* itself
+            if "Authorization=AAD" in env.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", ""):
+                from azure.identity import DefaultAzureCredential  # local auth is off
+
+                configure_azure_monitor(credential=DefaultAzureCredential())
+            else:
+                configure_azure_monitor()  # reads the connection string and OTEL_* itself
             return "azure_monitor"
         exporter = (env.get("OTEL_EXPORTER") or "none").strip().lower()
         if exporter not in EXPORTERS:
