@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import pytest
+
+from agents.backbone.errors import StorageError
+from agents.backbone.memory import MemoryStore
+from agents.backbone.store import Operation
 from agents.contracts import triage as contracts
 from agents.reasoning import InvalidAnswer, ReasonerUnavailable
 from agents.triage import handlers
@@ -141,3 +148,15 @@ def test_no_model_configured_sends_every_ticket_to_manual_triage() -> None:
     triage, _, _ = agent(None)
     handlers.ticket_received(ticket_event("T-15"), triage)
     assert [t.ticket_id for t in handlers.manual_tickets(triage)] == ["T-15"]
+
+
+class StorageDown(MemoryStore):
+    def submit(self, operations: Sequence[Operation]) -> list[str]:
+        raise StorageError("table service unavailable (503)")
+
+
+def test_storage_down_raises_so_event_grid_retries_the_delivery() -> None:
+    triage, _, published = agent(ScriptedModel(answer()), store=StorageDown())
+    with pytest.raises(StorageError):
+        on_ticket_event(payload(ticket_event("T-16")), triage)
+    assert published.sent == []
