@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING
 import azure.functions as func
 
 from agents.backbone import telemetry
+from agents.fraud.blueprint import blueprint as fraud_blueprint
 from agents.orders import simulated
 from agents.orders.blueprint import blueprint as orders_blueprint
 from agents.triage.blueprint import blueprint as triage_blueprint
 
 if TYPE_CHECKING:
+    from agents.fraud.handlers import FraudAgent
     from agents.orders.handlers import OrdersAgent
     from agents.orders.simulated.handlers import SimulatedServices
     from agents.triage.handlers import TriageAgent
@@ -29,6 +31,12 @@ def compose_orders() -> OrdersAgent:
     from agents.orders import bootstrap  # its adapters and SDKs load on first invocation
 
     telemetry.configure(os.environ)
+    return bootstrap.bootstrap(os.environ)
+
+
+def compose_fraud() -> FraudAgent:
+    from agents.fraud import bootstrap
+
     return bootstrap.bootstrap(os.environ)
 
 
@@ -53,6 +61,7 @@ def compose_simulated() -> SimulatedServices:
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(orders_blueprint(compose_orders))
+app.register_functions(fraud_blueprint(compose_fraud))
 app.register_functions(triage_blueprint(compose_triage, triage_webhook))
 if simulated.enabled(os.environ):
     from agents.orders.simulated.blueprint import blueprint as simulated_blueprint

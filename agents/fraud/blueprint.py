@@ -1,0 +1,97 @@
+"""The fraud agent's functions: the Event Hubs trigger on the payment stream (a batch per
+invocation) and the outbox timers. Nothing here scores; it turns the trigger's events into a
+`Batch`, calls the handler, and decides what a failure means (README: batches, checkpoints).
+
+The agent is what `compose` returns, called on the first invocation (never at import).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+import azure.functions as func
+
+from agents.backbone.lazy import Lazy
+from agents.fraud import entities
+from agents.fraud.handlers import Batch, FraudAgent, RawEvent, park_batch, score_batch
+
+log = logging.getLogger(__name__)
+
+# The host retries the whole batch; after the last retry the batch is parked (the host
+# checkpoints past it either way). Strings, as the decorator takes them.
+MAX_RETRIES = "5"
+RETRY_MIN = "00:00:01"
+RETRY_MAX = "00:00:30"
+SWEEP_SCHEDULE = "*/30 * * * * *"
+RETENTION_SCHEDULE = "0 45 3 * * *"
+SWEEP_AFTER = timedelta(seconds=30)
+RETENTION = timedelta(days=2)
+
+
+def batch_of(events: Sequence[func.EventHubEvent]) -> Batch:
+    """The partition and each event's body, properties and position from the trigger's
+    metadata (cardinality many: `PropertiesArray` holds one entry per event)."""
+    if not events:
+        return Batch("", [])
+    metadata: Mapping[str, Any] = events[0].metadata or {}
+    partition = str(metadata["PartitionContext"]["PartitionId"])
+    properties: Sequence[Mapping[str, Any]] = metadata.get("PropertiesArray") or [
+        {} for _ in events]
+    return Batch(partition, [
+        RawEvent(event.get_body(), props or {}, int(event.sequence_number or 0),
+                 str(event.offset))
+        for event, props in zip(events, properties, strict=True)])
+
+
+def on_payments(events: Sequence[func.EventHubEvent], context: func.Context,
+                agent: FraudAgent) -> None:
+    """Score the batch. A failure raises so the retry policy retries the batch; on the last
+    retry the batch is parked instead, because the checkpoint moves past it either way."""
+    batch = batch_of(events)
+    if not batch.events:
+        return
+    try:
+        result = score_batch(agent, batch)
+    except Exception as error:
+        retry = context.retry_context
+        if retry.max_retry_count < 0 or retry.retry_count < retry.max_retry_count:
+            raise
+        parked = park_batch(agent, batch, error)
+        log.error("partition %s: retries exhausted (%s); parked %d events on %s",
+                  batch.partition_id, error, len(parked), entities.POISON_QUEUE)
+        return
+    log.info("partition %s: %d scored, %d alerts, %d parked, %d already applied, "
+             "%d transactions", batch.partition_id, len(result.verdicts), len(result.alerts),
+             len(result.parked), result.already_applied, result.transactions)
+
+
+def blueprint(compose: Callable[[], FraudAgent]) -> func.Blueprint:
+    """The fraud functions over one agent, `compose()`d on the first invocation."""
+    agent = Lazy(compose)
+    bp = func.Blueprint()  # type: ignore[no-untyped-call]
+
+    @bp.function_name("fraud_score_payments")
+    @bp.event_hub_message_trigger(arg_name="events", event_hub_name=entities.PAYMENTS_HUB,
+                                  connection=entities.EVENTHUBS_CONNECTION,
+                                  consumer_group=entities.CONSUMER_GROUP, cardinality="many")
+    @bp.retry(strategy="exponential_backoff", max_retry_count=MAX_RETRIES,
+              minimum_interval=RETRY_MIN, maximum_interval=RETRY_MAX)
+    def fraud_score_payments(events: list[func.EventHubEvent], context: func.Context) -> None:
+        on_payments(events, context, agent.get())
+
+    @bp.function_name("fraud_outbox_sweeper")
+    @bp.timer_trigger(arg_name="timer", schedule=SWEEP_SCHEDULE)
+    def fraud_outbox_sweeper(timer: func.TimerRequest) -> None:
+        swept = agent.get().relay.sweep(older_than=SWEEP_AFTER)
+        if swept:
+            log.warning("sweeper published %d stale fraud alerts", len(swept))
+
+    @bp.function_name("fraud_retention")
+    @bp.timer_trigger(arg_name="timer", schedule=RETENTION_SCHEDULE)
+    def fraud_retention(timer: func.TimerRequest) -> None:
+        log.info("fraud retention: %s", agent.get().relay.purge(older_than=RETENTION))
+
+    return bp
