@@ -37,6 +37,7 @@ def compose_orders() -> OrdersAgent:
 def compose_fraud() -> FraudAgent:
     from agents.fraud import bootstrap
 
+    telemetry.configure(os.environ)
     return bootstrap.bootstrap(os.environ)
 
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
 from agents.backbone.lazy import Lazy
 from agents.fraud import entities
-from agents.fraud.handlers import Batch, FraudAgent, RawEvent, park_batch, score_batch
+
+if TYPE_CHECKING:  # the handlers load the Tables SDK and jsonschema: first invocation only
+    from agents.fraud.handlers import Batch, FraudAgent
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,8 @@ RETENTION = timedelta(days=2)
 def batch_of(events: Sequence[func.EventHubEvent]) -> Batch:
     """The partition and each event's body, properties and position from the trigger's
     metadata (cardinality many: `PropertiesArray` holds one entry per event)."""
+    from agents.fraud.handlers import Batch, RawEvent
+
     if not events:
         return Batch("", [])
     metadata: Mapping[str, Any] = events[0].metadata or {}
@@ -50,6 +54,8 @@ def on_payments(events: Sequence[func.EventHubEvent], context: func.Context,
                 agent: FraudAgent) -> None:
     """Score the batch. A failure raises so the retry policy retries the batch; on the last
     retry the batch is parked instead, because the checkpoint moves past it either way."""
+    from agents.fraud.handlers import park_batch, score_batch
+
     batch = batch_of(events)
     if not batch.events:
         return
