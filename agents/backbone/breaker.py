@@ -40,7 +40,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFo
 from azure.data.tables import TableClient, UpdateMode
 
 from agents.backbone import telemetry
-from agents.backbone.errors import TransientError, map_storage_error
+from agents.backbone.errors import RetryLater, TransientError, map_storage_error
 from agents.backbone.tables import table_key
 
 log = logging.getLogger("agents.breaker")
@@ -66,15 +66,16 @@ def _breaker_states() -> list[tuple[str, int]]:
     return [(breaker.name, _STATE_VALUES[breaker.state]) for breaker in list(_breakers)]
 
 
-class BreakerOpen(TransientError):
-    """The breaker refuses the call: fail fast and use the fallback; `retry_after` in seconds."""
+class BreakerOpen(RetryLater):
+    """The breaker refuses the call: fail fast and use the fallback; `retry_after` in seconds.
+    Left to reach a Service Bus trigger's `settle`, it reschedules the message (RetryLater)."""
 
     reason = "BreakerOpen"
 
     def __init__(self, name: str, retry_after: float) -> None:
-        super().__init__(f"circuit {name!r} is open; retry after {retry_after:.3f} s")
+        super().__init__(f"circuit {name!r} is open; retry after {retry_after:.3f} s",
+                         retry_after=retry_after)
         self.name = name
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)

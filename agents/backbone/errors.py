@@ -70,6 +70,19 @@ class PublishFailed(TransientError):
     reason = "PublishFailed"
 
 
+class RetryLater(TransientError):
+    """Not now: a downstream refuses (an open breaker, a throttle) or is slow. The message is
+    tried again after `retry_after` seconds, not at once: a Service Bus trigger's `settle`
+    schedules a copy (`settlement.ScheduledRetry`); elsewhere it is a transient error."""
+
+    reason = "RetryLater"
+
+    def __init__(self, description: str, *, retry_after: float,
+                 reason: str | None = None) -> None:
+        super().__init__(description, reason=reason)
+        self.retry_after = max(0.0, retry_after)
+
+
 class StorageError(BackboneError):
     """Table Storage rejected the request for a reason that is neither transient nor a race."""
 

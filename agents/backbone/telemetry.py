@@ -159,9 +159,9 @@ def count_dead_letter(function: str, reason: str) -> None:
         1, {"backbone.function": function, "backbone.reason": reason})
 
 
-def count_rescheduled(function: str, how: str) -> None:
+def count_rescheduled(entity: str, how: str) -> None:
     _counter(RESCHEDULED, "{message}", "messages put back for later (retry-later)").add(
-        1, {"backbone.function": function, "backbone.how": how})
+        1, {"messaging.destination.name": entity, "backbone.how": how})
 
 
 def count_refusal(route: str) -> None:

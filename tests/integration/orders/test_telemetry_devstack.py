@@ -1,0 +1,57 @@
+"""Over devstack's Service Bus and Functions host (the app's registered functions, in process):
+one order's saga is one trace, and a broker retry storm multiplies no downstream call."""
+
+from __future__ import annotations
+
+import asyncio
+
+from opentelemetry.trace import SpanKind
+
+from agents.backbone import telemetry
+from devstack.azurite import Azurite
+from devstack.server import DevStack
+from tests.integration.orders import test_on_devstack as on_devstack
+from tests.integration.orders.stack import order_body
+from tests.integration.orders.test_on_devstack import Api, eventually, movements
+from tests.telemetry_capture import finished_spans, installed, metric_value
+
+# The Functions host running function_app.py over devstack and Azurite, and its HTTP client.
+orders_host = on_devstack.orders_host
+api = on_devstack.api
+
+
+async def test_one_order_over_service_bus_is_one_trace_with_resolvable_parents(
+        api: Api) -> None:
+    installed()[0].clear()
+    order_id = await api.place(order_body())
+    assert (await api.settled(order_id))["status"] == "completed"
+
+    async def whole_trace() -> list | None:
+        spans = finished_spans()
+        functions = {(span.attributes or {}).get("backbone.function")
+                     for span in spans if span.kind is SpanKind.CONSUMER}
+        return spans if len(functions) >= 4 else None
+
+    spans = await eventually(whole_trace)
+    assert len({span.context.trace_id for span in spans}) == 1
+    ids = {span.context.span_id for span in spans}
+    orphans = [span.name for span in spans if span.parent and span.parent.span_id not in ids]
+    assert orphans == []
+    assert [span.kind for span in spans if span.parent is None] == [SpanKind.INTERNAL]
+
+
+async def test_a_retry_storm_from_the_broker_charges_holds_and_ships_each_order_once(
+        api: Api, devstack: DevStack, azurite: Azurite) -> None:
+    duplicates = metric_value(telemetry.DUPLICATES, {})
+    devstack.faults.deliver_twice(None, times=500)  # every delivery comes back once more
+    order_ids = await asyncio.gather(*(api.place(order_body()) for _ in range(8)))
+    orders = await asyncio.gather(*(api.settled(order_id) for order_id in order_ids))
+    devstack.faults.clear()
+
+    assert [order["status"] for order in orders] == ["completed"] * 8
+    storage = azurite.connection_string
+    for order_id in order_ids:
+        assert movements(storage, "ordersinventory", f"reservation-{order_id}", "hold") == 1
+        assert movements(storage, "orderspayments", f"charge-{order_id}", "charge") == 1
+        assert movements(storage, "ordersshipping", order_id, "shipment") == 1
+    assert metric_value(telemetry.DUPLICATES, {}) - duplicates >= 8
