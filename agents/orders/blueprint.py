@@ -24,7 +24,7 @@ from agents.backbone.envelope import Envelope
 from agents.backbone.errors import PoisonMessage
 from agents.backbone.lazy import Lazy
 from agents.backbone.processing import MessageProcessor
-from agents.backbone.saga import ALERT, IN_FLIGHT, LogEntry, LogEvent
+from agents.backbone.saga import ALERT, IN_FLIGHT, LogEntry, LogEvent, SagaView
 from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.settlement import Settlement, settle
 from agents.backbone.wire import parse_servicebus
@@ -56,10 +56,9 @@ def problem(status: int, detail: str, headers: dict[str, str] | None = None
     return json_response({"status": status, "detail": detail}, status, headers)
 
 
-def order_view(record: handlers.OrderRecord) -> dict[str, Any]:
+def order_view(view: SagaView) -> dict[str, Any]:
     """What GET /api/orders/{id} shows: the saga's state and its step timeline, each entry
     the log's structured fields plus a `detail` sentence formatted from them."""
-    view = record.saga
     in_flight = [name for name, step in view.steps.items() if step["status"] in IN_FLIGHT]
 
     def detail(entry: LogEntry) -> str:
@@ -129,17 +128,17 @@ def _place_order(req: func.HttpRequest, agent: OrdersAgent) -> func.HttpResponse
     placement = handlers.place_order(order, agent)
     if placement.conflict:
         return problem(409, f"{IDEMPOTENCY_HEADER} was already used with a different body")
-    record = handlers.get_order(order.order_id, agent)
-    assert record is not None, "the order was just found or created"
-    return json_response(order_view(record), 201 if placement.created else 200,
+    view = handlers.get_order(order.order_id, agent)
+    assert view is not None, "the order was just found or created"
+    return json_response(order_view(view), 201 if placement.created else 200,
                  {"Location": f"/api/orders/{order.order_id}"})
 
 
 def get_order(req: func.HttpRequest, agent: OrdersAgent) -> func.HttpResponse:
-    record = handlers.get_order(req.route_params["order_id"], agent)
-    if record is None:
+    view = handlers.get_order(req.route_params["order_id"], agent)
+    if view is None:
         return problem(404, "no such order")
-    return json_response(order_view(record), 200)
+    return json_response(order_view(view), 200)
 
 
 def consume(message: func.ServiceBusMessage, schemas: SchemaRegistry,
@@ -179,13 +178,13 @@ def sweep_outboxes(processors: list[MessageProcessor]) -> None:
         swept = processor.relay.sweep(older_than=SWEEP_AFTER)
         if swept:
             log.warning("sweeper published %d stale outbox rows from %s", len(swept),
-                        processor.table.table_name)
+                        processor.store.name)
 
 
 def purge_old_rows(processors: list[MessageProcessor]) -> None:
     for processor in processors:
         report = processor.relay.purge(older_than=RETENTION)
-        log.info("retention on %s: %s", processor.table.table_name, report)
+        log.info("retention on %s: %s", processor.store.name, report)
 
 
 def blueprint(compose: Callable[[], OrdersAgent]) -> func.Blueprint:

@@ -1,12 +1,14 @@
 """Composes the orders agent. `bootstrap(env)` returns the `OrdersAgent` wired from app settings
 (what `function_app.py` gives the Blueprint, which calls it on first invocation, never at
-import); `build(tables, publisher, ...)` wires the same agent onto adapters a test, the demo or
-the benchmark chose. Each call returns a new agent with its own schema registry.
+import), owning the clients it opened: `with bootstrap(env) as agent:` closes them.
+`build(tables, publisher, ...)` wires the same agent onto adapters a test, the demo or the
+benchmark chose (and still owns). Each call returns a new agent with its own schema registry.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -66,9 +68,10 @@ def build(
 def bootstrap(env: Mapping[str, str]) -> OrdersAgent:
     """The agent on the services the app settings name (`entities` lists the settings):
     commands go to the services' queues, step deadlines to the saga queue."""
-    publisher = ServiceBusPublisher(settings.servicebus_client(entities.CONNECTION, env=env))
     timeout = float(env.get(STEP_TIMEOUT_SETTING) or DEFAULT_STEP_TIMEOUT.total_seconds())
-    return build(settings.table_service(entities.STATE_STORAGE, env=env), publisher,
-                 step_timeout=timedelta(seconds=timeout),
-                 rate_limit=RatePolicy.from_setting("orders", env, RATE_LIMIT_SETTING,
-                                                    DEFAULT_RATE_LIMIT))
+    rate_limit = RatePolicy.from_setting("orders", env, RATE_LIMIT_SETTING, DEFAULT_RATE_LIMIT)
+    tables = settings.table_service(entities.STATE_STORAGE, env=env)
+    publisher = ServiceBusPublisher(settings.servicebus_client(entities.CONNECTION, env=env))
+    agent = build(tables, publisher, step_timeout=timedelta(seconds=timeout),
+                  rate_limit=rate_limit)
+    return replace(agent, owned=(publisher, tables))

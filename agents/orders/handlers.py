@@ -7,10 +7,11 @@ No Azure Functions types here; `blueprint` translates triggers into these calls.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol, Self
 
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import InvalidEvent, PoisonMessage, PublishFailed
@@ -18,12 +19,16 @@ from agents.backbone.processing import MessageProcessor, Outcome
 from agents.backbone.ratelimit import RateLimiter
 from agents.backbone.saga import REPLY, TIMEOUT, SagaEngine, SagaView
 from agents.backbone.schemas import SchemaRegistry
-from agents.backbone.tables import LOG_PREFIX, prefix_filter, table_key
 from agents.backbone.unit_of_work import UnitOfWork
 from agents.contracts import fraud
 from agents.orders.model import Order
 
 log = logging.getLogger(__name__)
+
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
 
 @dataclass(frozen=True)
 class OrdersAgent:
@@ -39,10 +44,27 @@ class OrdersAgent:
     engine: SagaEngine
     limiter: RateLimiter | None = None
     """Callers' rate at `POST /api/orders` (None: not limited)."""
+    owned: Sequence[Closeable] = ()
+    """The clients this agent opened (`bootstrap`), closed after the relays; `build` leaves
+    the adapters it was given to their owner."""
 
     @property
     def processors(self) -> list[MessageProcessor]:
         return [self.sagas]
+
+    def close(self) -> None:
+        """Write the relays' remembered marks, then close the clients the agent opened."""
+        for processor in self.processors:
+            processor.relay.close()
+        for client in self.owned:
+            client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)
@@ -84,23 +106,9 @@ def place_order(order: Order, agent: OrdersAgent) -> Placement:
     return decisions[-1]
 
 
-@dataclass(frozen=True)
-class OrderRecord:
-    saga: SagaView
-    times: list[datetime | None]
-    """When each step-log entry was written, in the order of `saga.log`."""
-
-
-def get_order(order_id: str, agent: OrdersAgent) -> OrderRecord | None:
-    view = SagaEngine.view(agent.sagas.table, order_id)
-    if view is None:
-        return None
-    # SagaView.log leaves out the time each entry was written; read it from the same rows.
-    rows = agent.sagas.table.query_entities(
-        f"PartitionKey eq @pk and {prefix_filter(LOG_PREFIX)}",
-        parameters={"pk": table_key(order_id)}, select=["RowKey", "At"])
-    times = [row.get("At") for row in sorted(rows, key=lambda row: str(row["RowKey"]))]
-    return OrderRecord(view, times if len(times) == len(view.log) else [None] * len(view.log))
+def get_order(order_id: str, agent: OrdersAgent) -> SagaView | None:
+    """The order's saga and step log, each entry with its own time (two storage requests)."""
+    return SagaEngine.view(agent.sagas.store, order_id)
 
 
 def handle_saga_event(event: Envelope, agent: OrdersAgent) -> Outcome[Any]:

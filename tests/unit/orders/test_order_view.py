@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 
 from agents.backbone.saga import LogEntry, LogEvent, Phase, SagaStatus, SagaView, StepStatus
 from agents.orders.blueprint import order_view
-from agents.orders.handlers import OrderRecord
 
 AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -16,7 +15,7 @@ def _view(*log: LogEntry, status: SagaStatus = SagaStatus.RUNNING) -> dict:
                     steps={"reserve_stock": {"status": StepStatus.SUCCEEDED},
                            "ship_order": {"status": StepStatus.IN_DOUBT}},
                     results={}, failure=None, log=list(log))
-    return order_view(OrderRecord(saga, [entry.at for entry in log]))
+    return order_view(saga)
 
 
 def test_each_timeline_entry_carries_the_logs_fields_and_a_detail_made_from_them() -> None:
