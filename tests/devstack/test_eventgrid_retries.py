@@ -3,10 +3,8 @@ event TTL) holds, and pending deliveries survive a restart with a data directory
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from azure.core.credentials import AzureKeyCredential
@@ -16,36 +14,11 @@ from azure.eventgrid.aio import EventGridPublisherClient
 from devstack.eventgrid import EventGridConfig, LocalEventGrid
 from devstack.eventgrid.config import DEV_TOPIC_KEY
 from devstack.eventgrid.pending import FILE_NAME
+from tests.devstack.manual_clock import START, ManualClock, until
 from tests.integration.support import RecordingEndpoint
 
 TOPIC = "orders"
 SUBSCRIPTION = "audit"
-START = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-class ManualClock:
-    """Time stands still until `advance`; sleepers wake when their moment has come."""
-
-    def __init__(self, moment: datetime = START) -> None:
-        self.moment = moment
-        self.sleepers: list[tuple[datetime, asyncio.Event]] = []
-        self.slept: list[float] = []
-
-    def now(self) -> datetime:
-        return self.moment
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        woken = asyncio.Event()
-        self.sleepers.append((self.moment + timedelta(seconds=seconds), woken))
-        await woken.wait()
-
-    def advance_to_next_wake(self) -> None:
-        wake, _ = min(self.sleepers, key=lambda sleeper: sleeper[0])
-        self.moment = max(self.moment, wake)
-        for entry in [s for s in self.sleepers if s[0] <= self.moment]:
-            self.sleepers.remove(entry)
-            entry[1].set()
 
 
 def config(webhook: str, *, max_attempts: int = 30, ttl_minutes: int = 1440) -> EventGridConfig:
@@ -62,17 +35,6 @@ async def publish(grid: LocalEventGrid, event_id: str) -> None:
                                         AzureKeyCredential(DEV_TOPIC_KEY)) as client:
         await client.send([CloudEvent(source="/shop", type="order.placed", data={"n": 1},
                                       id=event_id)])
-
-
-async def until(condition, what: str, clock: ManualClock | None = None) -> None:
-    """Wait for `condition`, moving `clock` to the next wake-up whenever delivery sleeps
-    (the webhook is a real HTTP server, so its answers take real, bounded time)."""
-    deadline = time.monotonic() + 15
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} did not happen"
-        if clock is not None and clock.sleepers:
-            clock.advance_to_next_wake()
-        await asyncio.sleep(0.01)
 
 
 def delivery_counts(endpoint: RecordingEndpoint) -> list[str]:

@@ -18,6 +18,7 @@ from azure.eventgrid.aio import EventGridPublisherClient
 from devstack.azurite import free_port
 from devstack.eventgrid import EventGridConfig, LocalEventGrid
 from devstack.eventgrid.config import DEV_TOPIC_KEY
+from tests.devstack.manual_clock import ManualClock
 from tests.devstack_host.helpers import eventually, read_json_blobs
 
 CREATED = "com.helpdesk.ticket.created"
@@ -160,15 +161,22 @@ async def test_expired_event_is_dead_lettered_for_its_time_to_live(start_host, a
                                                                    dead_letter_container):
     host = await start_host("triage_ticket_received")
     config = grid_config(dead_letter_container, max_attempts=30, ttl_minutes=1)
+    clock = ManualClock()  # the schedule runs on it: however slow an attempt, the count holds
     async with LocalEventGrid(config, function_endpoint=host.event_grid_webhook,
                               dead_letter_storage=azurite.connection_string,
-                              delay_scale=0.001) as event_grid:
+                              clock=clock) as event_grid:
         await published(event_grid, "triage-helpdesk", [ticket(poison=True)])
-        records = await eventually(lambda: read_json_blobs(
-            azurite.connection_string, dead_letter_container, "TRIAGE/"))
+
+        def dead_letters() -> Any:
+            if clock.sleepers:  # a retry waits: move time to it
+                clock.advance_to_next_wake()
+            return read_json_blobs(azurite.connection_string, dead_letter_container, "TRIAGE/")
+
+        records = await eventually(dead_letters)
     record = records[0][0]
     assert record["deadLetterReason"] == "TimeToLiveExceeded"
-    assert 1 < record["deliveryAttempts"] < 30
+    # attempts at 0 s, 10 s and 40 s; the next one (100 s) would be past the 60 s TTL
+    assert record["deliveryAttempts"] == 3
 
 
 async def test_webhook_answering_400_is_dead_lettered_without_retry(azurite,
