@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agents.backbone.errors import BackboneError, ConfigurationError
-from agents.ops import counts, deadletters, eventgrid, outbox, poison
+from agents.ops import counts, deadletters, eventgrid, outbox, poison, triage
 from agents.ops.config import Catalogue, OpsError, load_settings
 from agents.ops.connections import Connections
 
@@ -44,6 +44,9 @@ app.add_typer(deadletters_app, name="deadletters")
 app.add_typer(poison_app, name="poison")
 app.add_typer(eventgrid_app, name="eventgrid")
 app.add_typer(outbox_app, name="outbox")
+triage_app = typer.Typer(help="The triage agent: manual triage, recorded invalid events, "
+                              "re-classification.", no_args_is_help=True)
+app.add_typer(triage_app, name="triage")
 
 # Piped or captured output gets wide tables instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -350,3 +353,40 @@ def outbox_sweep(ctx: typer.Context, older_than: OlderThan = "0s",
     now = datetime.now(UTC)
     print_table("Dispatched outbox rows", [r.summary(now) for r in rows], OUTBOX_COLUMNS,
                 as_json)
+
+
+# --- Triage ------------------------------------------------------------------------------
+
+
+@triage_app.command("manual")
+def triage_manual(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Tickets in manual triage, with the reason each is there."""
+    with session(ctx) as (connections, _):
+        rows = triage.manual(connections.env)
+    print_table("Tickets in manual triage", rows, triage.MANUAL_COLUMNS, as_json)
+
+
+@triage_app.command("rejected")
+def triage_rejected(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Invalid events the triage function recorded (and ended the delivery of)."""
+    with session(ctx) as (connections, _):
+        rows = triage.rejected(connections.env)
+    print_table("Rejected triage events", rows, triage.REJECTED_COLUMNS, as_json)
+
+
+@triage_app.command("reclassify")
+def triage_reclassify(
+    ctx: typer.Context,
+    tickets: Annotated[list[str] | None, typer.Option(
+        "--ticket", help="A ticket id (repeatable).")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every ticket in manual triage.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Ask the model again for tickets in manual triage (once it is back); a ticket it now
+    routes goes to its team's subscription."""
+    if every == bool(tickets):
+        errors.print("[red]error:[/red] pass either --ticket ID (repeatable) or --all")
+        raise typer.Exit(USAGE_ERROR)
+    with session(ctx) as (connections, _):
+        rows = triage.reclassify(connections.env, None if every else list(tickets or []))
+    print_table("Re-classified tickets", rows, triage.RECLASSIFIED_COLUMNS, as_json)

@@ -64,6 +64,7 @@ def build(store: Store | TableClient, publisher: Publisher, reasoner: Reasoner |
         task=load_task(PROMPTS, TASK),
         threshold=threshold,
         ingress=ingress,
+        publisher=publisher,
     )
 
 

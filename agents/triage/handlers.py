@@ -19,6 +19,7 @@ from typing import Any
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import BackboneError, PublishFailed
 from agents.backbone.processing import MessageProcessor, Outcome
+from agents.backbone.publishers import Publisher
 from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.tables import STATE_ROW, inbox_row, table_key
 from agents.backbone.unit_of_work import UnitOfWork
@@ -55,6 +56,18 @@ class TriageAgent:
     threshold: float
     ingress: bool
     """Whether the webhook's Event Grid topic is configured."""
+    publisher: Publisher
+
+    def close(self) -> None:
+        """Write the relay's remaining marks, then close the publisher and its clients."""
+        self.tickets.relay.close()
+        self.publisher.close()
+
+    def __enter__(self) -> TriageAgent:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @property
     def reasoner(self) -> Reasoner | None:
