@@ -70,8 +70,8 @@ def bootstrap(env: Mapping[str, str]) -> OrdersAgent:
     commands go to the services' queues, step deadlines to the saga queue."""
     timeout = float(env.get(STEP_TIMEOUT_SETTING) or DEFAULT_STEP_TIMEOUT.total_seconds())
     rate_limit = RatePolicy.from_setting("orders", env, RATE_LIMIT_SETTING, DEFAULT_RATE_LIMIT)
-    tables = settings.table_service(entities.STATE_STORAGE, env=env)
     publisher = ServiceBusPublisher(settings.servicebus_client(entities.CONNECTION, env=env))
+    tables = settings.table_service(entities.STATE_STORAGE, env=env)
     agent = build(tables, publisher, step_timeout=timedelta(seconds=timeout),
                   rate_limit=rate_limit)
     return replace(agent, owned=(publisher, tables))
