@@ -23,7 +23,7 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 200
 # A fixed namespace so the same key names the same order on every instance.
 ORDER_NAMESPACE = uuid.UUID("6f1c0a52-5a3e-4c2b-9a59-3c1f6b7e0d42")
-SCHEMAS = Path(__file__).with_name("schemas")
+PLACE_ORDER_SCHEMA = Path(__file__).with_name("schemas") / "place-order.json"
 
 
 class BadRequest(ValueError):
@@ -31,10 +31,10 @@ class BadRequest(ValueError):
 
 
 @cache
-def http_schema(name: str) -> Draft202012Validator:
+def http_schema(path: Path) -> Draft202012Validator:
     from jsonschema import Draft202012Validator
 
-    return Draft202012Validator(json.loads((SCHEMAS / f"{name}.json").read_text()))
+    return Draft202012Validator(json.loads(path.read_text()))
 
 
 def order_id_for(idempotency_key: str) -> str:
@@ -47,15 +47,16 @@ def request_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def validated(schema_name: str, raw: bytes) -> dict[str, Any]:
-    """Parse a JSON body and check it against a schema in `schemas/`; BadRequest if not."""
+def validated(schema: Path, raw: bytes) -> dict[str, Any]:
+    """Parse a JSON body and check it against the JSON Schema file `schema`; BadRequest if
+    not."""
     try:
         body = json.loads(raw.decode("utf-8")) if raw else None
     except (UnicodeDecodeError, json.JSONDecodeError) as undecodable:
         raise BadRequest(f"body is not UTF-8 JSON: {undecodable}") from None
     from jsonschema.exceptions import best_match
 
-    violation = best_match(http_schema(schema_name).iter_errors(body))
+    violation = best_match(http_schema(schema).iter_errors(body))
     if violation is not None:
         path = "/".join(str(part) for part in violation.absolute_path) or "(root)"
         raise BadRequest(f"invalid at {path}: {violation.message}")
@@ -70,7 +71,7 @@ def place_order_request(idempotency_key: str | None, raw: bytes) -> Order:
         raise BadRequest(f"the {IDEMPOTENCY_HEADER} header is required")
     if len(key) > MAX_KEY_LENGTH:
         raise BadRequest(f"the {IDEMPOTENCY_HEADER} header is longer than {MAX_KEY_LENGTH}")
-    body = validated("place-order", raw)
+    body = validated(PLACE_ORDER_SCHEMA, raw)
     items = tuple(LineItem(item["sku"], item["quantity"], item["unitPriceCents"])
                   for item in body["items"])
     return Order(order_id_for(key), body["customerId"], items, body["card"], request_hash(body))

@@ -6,6 +6,7 @@ their ledgers' outbox timers. `function_app.py` registers `blueprint(compose)` o
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import azure.functions as func
 
@@ -26,6 +27,8 @@ from agents.orders.simulated import handlers
 from agents.orders.simulated.handlers import SimulatedServices
 from agents.orders.simulated.modes import Mode, Switch
 
+MODE_SCHEMA = Path(__file__).with_name("simulator-mode.json")
+
 
 def set_mode(req: func.HttpRequest, services: SimulatedServices) -> func.HttpResponse:
     try:
@@ -33,7 +36,7 @@ def set_mode(req: func.HttpRequest, services: SimulatedServices) -> func.HttpRes
     except ValueError:
         return problem(404, f"no simulated service {req.route_params['service']!r}")
     try:
-        body = validated("simulator-mode", req.get_body())
+        body = validated(MODE_SCHEMA, req.get_body())
         switch = Switch(Mode(body["mode"]), float(body.get("slowSeconds", 60.0)))
         scope = str(body.get("scope", "*"))
         services.switchboard.set(service, scope, switch)
