@@ -115,7 +115,8 @@ def up(
         logging.getLogger("devstack.host").setLevel(logging.INFO)
         # Blocks until SIGINT/SIGTERM; emulator connection settings follow the chosen port.
         run_app(app_dir, settings={**emulator_settings(app_dir, stack.connection_string),
-                                   **model_settings(app_dir, llm.base_url)})
+                                   **model_settings(app_dir, llm.base_url)},
+                data_dir=data)
         stopping.set()
     while not stopping.wait(0.5):
         pass

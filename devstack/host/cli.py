@@ -30,8 +30,9 @@ def emulator_settings(app_dir: Path, connection_string: str) -> dict[str, str]:
 async def serve_app(app_dir: Path, *, port: int | None = None,
                     settings: Mapping[str, str] | None = None,
                     event_grid_config: Path | None = None, event_grid_port: int | None = None,
-                    stop: asyncio.Event) -> None:
-    """Run the host (and a local Event Grid wired to it) until `stop` is set."""
+                    data_dir: Path | None = None, stop: asyncio.Event) -> None:
+    """Run the host (and a local Event Grid wired to it) until `stop` is set; with
+    `data_dir`, Event Grid's pending retries are kept there across restarts."""
     host = FunctionsHost(app_dir, port=port, settings=settings)
     await host.start()
     event_grid: LocalEventGrid | None = None
@@ -42,7 +43,7 @@ async def serve_app(app_dir: Path, *, port: int | None = None,
             event_grid = LocalEventGrid(
                 EventGridConfig.load(config_path), function_endpoint=host.event_grid_webhook,
                 dead_letter_storage=host.settings.get("AzureWebJobsStorage"),
-                port=event_grid_port)
+                port=event_grid_port, data_dir=data_dir)
             await event_grid.start()
             for topic in event_grid.config.topics:
                 typer.echo(f"Event Grid topic {topic.name}: "
@@ -64,7 +65,7 @@ def _print_keys(host: FunctionsHost) -> None:
 
 def run_app(app_dir: Path, *, port: int | None = None,
             settings: Mapping[str, str] | None = None, event_grid_config: Path | None = None,
-            event_grid_port: int | None = None) -> None:
+            event_grid_port: int | None = None, data_dir: Path | None = None) -> None:
     """Blocking: serve the app until SIGINT or SIGTERM."""
 
     async def main() -> None:
@@ -75,7 +76,7 @@ def run_app(app_dir: Path, *, port: int | None = None,
                 loop.add_signal_handler(signum, stop.set)
         await serve_app(app_dir, port=port, settings=settings,
                         event_grid_config=event_grid_config,
-                        event_grid_port=event_grid_port, stop=stop)
+                        event_grid_port=event_grid_port, data_dir=data_dir, stop=stop)
 
     asyncio.run(main())
 
