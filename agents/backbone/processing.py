@@ -95,8 +95,10 @@ class MessageProcessor:
         """
         partition = partition_key or event.partitionkey or event.subject
         if not partition:
-            raise InvalidEvent(f"event {event.id} names no partition key or subject",
-                               reason="NoPartitionKey")
+            error = InvalidEvent(f"event {event.id} names no partition key or subject",
+                                 reason="NoPartitionKey")
+            telemetry.count_dead_letter(self.name, error.reason)
+            raise error
         return self.run(partition, lambda uow: handler(event, uow), inbox_id=event.id,
                         event=event)
 
