@@ -8,6 +8,7 @@ from bench import (
     cold_start,
     devstack_bench,
     eventhubs_bench,
+    fraud_bench,
     orders_bench,
     publish_bench,
     ratelimit_bench,
@@ -20,6 +21,7 @@ BENCHMARKS: list[Callable[[], int | None]] = [
     eventhubs_bench.main,
     ratelimit_bench.main,
     breaker_bench.main,
+    fraud_bench.main,
     publish_bench.main,
     cold_start.main,
 ]

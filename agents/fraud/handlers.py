@@ -43,7 +43,7 @@ from agents.backbone.wire import parse_eventhub
 from agents.contracts import fraud, orders
 from agents.fraud import entities
 from agents.fraud.model import CardWindow, Payment, Rules, Verdict, score
-from agents.reasoning import Answer, RecordedAnswers, Task, record
+from agents.reasoning import Answer, RecordedAnswers, Task, Usage, record
 
 log = logging.getLogger(__name__)
 
@@ -206,11 +206,13 @@ def _apply(agent: FraudAgent, partition_id: str, state: _Partition, payments: li
     """Score in sequence order, explain the high-risk verdicts (outside any transaction),
     then commit in chunks of at most 100 operations, each moving the mark forward."""
     cards = dict(state.cards)
-    windows = {card: CardWindow.from_state(window.to_state())
-               for card, (window, _) in cards.items()}
+    # Copies of the touched cards only: one to score on, one to commit chunk by chunk.
+    windows: dict[str, CardWindow] = {}
     scored: list[Verdict] = []
     for payment in payments:
-        window = windows.setdefault(payment.card, CardWindow())
+        if payment.card not in windows:
+            windows[payment.card] = _copy(cards.get(payment.card))
+        window = windows[payment.card]
         if window.has_seen(payment):
             result.already_applied += 1
             continue
@@ -219,20 +221,18 @@ def _apply(agent: FraudAgent, partition_id: str, state: _Partition, payments: li
         scored.append(verdict)
     for verdict in scored:
         if verdict.explain:
-            result.explanations[verdict.payment.event_id] = agent.answers.answer(
-                partition_id, verdict.payment.event_id, agent.task, verdict.explain_input(),
-                fallback=partial(_rules_only, verdict))
+            result.explanations[verdict.payment.event_id] = _explain(agent, partition_id,
+                                                                     verdict)
     # Replay each chunk's payments onto the stored windows, so a chunk's card rows hold
     # exactly the payments up to its mark.
-    committed = {card: CardWindow.from_state(window.to_state())
-                 for card, (window, _) in cards.items()}
+    committed = {card: _copy(cards.get(card)) for card in windows}
     mark, mark_etag = state.mark, state.mark_etag
     for chunk in _chunks(scored, result.explanations):
         uow = UnitOfWork(agent.store, partition_id, inbox_id=None, registry=agent.schemas)
         touched: list[str] = []
         for verdict in chunk:
             payment = verdict.payment
-            committed.setdefault(payment.card, CardWindow()).add(payment, agent.rules)
+            committed[payment.card].add(payment, agent.rules)
             if payment.card not in touched:
                 touched.append(payment.card)
             answer = result.explanations.get(payment.event_id)
@@ -260,6 +260,21 @@ def _apply(agent: FraudAgent, partition_id: str, state: _Partition, payments: li
     if not scored and payments:
         # Every fresh event was a copy: nothing to write, the mark may stay behind.
         agent.keep(partition_id, _Partition(mark, mark_etag, cards))
+
+
+def _copy(stored: tuple[CardWindow, str | None] | None) -> CardWindow:
+    return CardWindow() if stored is None else CardWindow.from_state(stored[0].to_state())
+
+
+def _explain(agent: FraudAgent, partition_id: str, verdict: Verdict) -> Answer:
+    """The Reasoner's explanation, asked outside any transaction (behind its breaker; a
+    failure or an open breaker gives the rules-only one at once). Without a model there is
+    nothing to look up either: an answer is only ever recorded with its event's mark."""
+    fallback = partial(_rules_only, verdict)
+    if agent.answers.reasoner is None:
+        return Answer(fallback(verdict.explain_input()), "fallback", "", Usage(0, 0, 0))
+    return agent.answers.answer(partition_id, verdict.payment.event_id, agent.task,
+                                verdict.explain_input(), fallback=fallback)
 
 
 def _rules_only(verdict: Verdict, _input: Mapping[str, Any]) -> dict[str, Any]:
