@@ -19,7 +19,6 @@ from agents.orders.handlers import OrdersAgent, place_order
 from agents.orders.model import ACTION_OF_TYPE
 from agents.orders.simulated import bootstrap as simulated_bootstrap
 from devstack.server import DevStack
-from tests.integration.backbone.broker import BrokerPublisher, InMemoryBroker
 
 SETTLED = 30.0  # bound on the wait for the server to see the client's connection close
 
@@ -30,7 +29,7 @@ def _tables(storage_connection_string: str) -> TableServiceClient:
 
 def _agent(storage_connection_string: str) -> OrdersAgent:
     return bootstrap.build(_tables(storage_connection_string),
-                           BrokerPublisher(InMemoryBroker()), table_prefix="tboot")
+                           RoutingPublisher({}), table_prefix="tboot")
 
 
 def test_the_agent_knows_the_fraud_alert_and_its_sagas_commands_and_replies(
@@ -42,7 +41,7 @@ def test_the_agent_knows_the_fraud_alert_and_its_sagas_commands_and_replies(
 def test_the_simulated_services_know_the_commands_and_the_charge_they_publish(
         storage_connection_string: str) -> None:
     services = simulated_bootstrap.build(_tables(storage_connection_string),
-                                         BrokerPublisher(InMemoryBroker()), table_prefix="tboot")
+                                         RoutingPublisher({}), table_prefix="tboot")
     assert {orders.PAYMENT_CHARGED, REPLY} | set(ACTION_OF_TYPE) <= set(services.schemas.types())
 
 

@@ -116,13 +116,46 @@ def movements(storage: str, table: str, ledger_key: str, kind: str) -> int:
                                           parameters={"pk": ledger_key, "kind": kind})))
 
 
+def statuses(order: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(entry["step"], entry["status"]) for entry in order["timeline"]]
+
+
 async def test_an_order_completes_over_real_http_and_service_bus(api: Api, azurite: Azurite
                                                                   ) -> None:
     order_id = await api.place(order_body())
     order = await api.settled(order_id)
     assert order["status"] == "completed"
-    assert movements(azurite.connection_string, "orderspayments", f"charge-{order_id}",
-                     "charge") == 1
+    storage = azurite.connection_string
+    assert movements(storage, "ordersinventory", f"reservation-{order_id}", "hold") == 1
+    assert movements(storage, "orderspayments", f"charge-{order_id}", "charge") == 1
+    assert movements(storage, "ordersshipping", order_id, "shipment") == 1
+    assert ("ship_order", "succeeded") in statuses(order)
+
+
+async def test_a_payment_decline_releases_stock_and_charges_nothing(
+        api: Api, azurite: Azurite) -> None:
+    card = f"tok-declined-{uuid.uuid4().hex[:6]}"
+    status, _ = await api.post("simulators/payments/mode",
+                               {"mode": "decline", "scope": f"card:{card}"})
+    assert status == 200
+    order_id = await api.place(order_body(card=card))
+    assert (await api.settled(order_id))["status"] == "compensated"
+    storage = azurite.connection_string
+    assert movements(storage, "orderspayments", f"charge-{order_id}", "charge") == 0
+    assert movements(storage, "ordersinventory", f"reservation-{order_id}", "release") == 1
+
+
+async def test_a_shipping_failure_refunds_and_releases(api: Api, azurite: Azurite) -> None:
+    card = f"tok-ship-fails-{uuid.uuid4().hex[:6]}"
+    status, _ = await api.post("simulators/shipping/mode",
+                               {"mode": "fail", "scope": f"card:{card}"})
+    assert status == 200
+    order_id = await api.place(order_body(card=card))
+    assert (await api.settled(order_id))["status"] == "compensated"
+    storage = azurite.connection_string
+    assert movements(storage, "orderspayments", f"charge-{order_id}", "refund") == 1
+    assert movements(storage, "ordersinventory", f"reservation-{order_id}", "release") == 1
+    assert movements(storage, "ordersshipping", order_id, "shipment") == 0
 
 
 async def test_each_charge_reaches_the_payment_stream_on_event_hubs_keyed_by_card(
@@ -170,6 +203,10 @@ async def test_out_of_stock_after_charge_is_refunded_over_real_service_bus(
     storage = azurite.connection_string
     assert movements(storage, "orderspayments", f"charge-{order_id}", "charge") == 1
     assert movements(storage, "orderspayments", f"charge-{order_id}", "refund") == 1
+    assert movements(storage, "ordersinventory", f"reservation-{order_id}", "release") == 1
+    compensations = [e["step"] for e in order["timeline"]
+                     if e["phase"] == "compensation" and e["status"] == "compensated"]
+    assert compensations == ["charge_payment", "reserve_stock"]
 
 
 async def test_commands_delivered_twice_by_the_broker_charge_once(
@@ -193,8 +230,7 @@ async def test_a_step_past_its_deadline_is_compensated_by_a_scheduled_timeout(
     order_id = await api.place(order_body(card=card))
     order = await api.settled(order_id)
     assert order["status"] == "compensated"
-    assert ("charge_payment", "timed_out") in [
-        (e["step"], e["status"]) for e in order["timeline"]]
+    assert ("charge_payment", "timed_out") in statuses(order)
 
 
 async def test_a_poison_message_is_dead_lettered_at_once_with_its_reason_over_real_service_bus(
