@@ -293,6 +293,9 @@ var llmCallSettings = {
 var agentSettings = {
   ORDERS_SIMULATORS_ENABLED: 'false'
   ORDERS_RATE_LIMIT: ordersRateLimit
+  // Below this confidence a ticket goes to manual triage; the webhook's replay window.
+  TRIAGE_CONFIDENCE_THRESHOLD: '0.5'
+  HELPDESK_WEBHOOK_TOLERANCE_SECONDS: '300'
 }
 
 var appSettings = union(connectionSettings, telemetrySettings, reasonerSettings, llmCallSettings, agentSettings)
