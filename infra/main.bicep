@@ -296,6 +296,7 @@ var agentSettings = {
   // Below this confidence a ticket goes to manual triage; the webhook's replay window.
   TRIAGE_CONFIDENCE_THRESHOLD: '0.5'
   HELPDESK_WEBHOOK_TOLERANCE_SECONDS: '300'
+  HELPDESK_WEBHOOK_RATE_LIMIT: '20/s burst=50 caller=ip'
 }
 
 var appSettings = union(connectionSettings, telemetrySettings, reasonerSettings, llmCallSettings, agentSettings)

@@ -70,6 +70,24 @@ def json_response(body: Any, status: int) -> func.HttpResponse:
 def helpdesk_webhook(req: func.HttpRequest, agent: TriageAgent,
                      webhook: WebhookSettings | None, *, now: Callable[[], float] = time.time
                      ) -> func.HttpResponse:
+    """Rate-limited per caller (429 with `Retry-After`; every answer carries the
+    `RateLimit` / `RateLimit-Policy` headers), then `_accept_webhook`."""
+    if agent.limiter is None:
+        return _accept_webhook(req, agent, webhook, now=now)
+    admission = agent.limiter.admit_request(req.headers, req.params)
+    if not admission.allowed:
+        response = json_response({"status": 429, "detail": f"rate limit "
+                                  f"{admission.policy.name}: retry after "
+                                  f"{admission.retry_after_seconds} s"}, 429)
+    else:
+        response = _accept_webhook(req, agent, webhook, now=now)
+    response.headers.update(admission.headers())
+    return response
+
+
+def _accept_webhook(req: func.HttpRequest, agent: TriageAgent,
+                    webhook: WebhookSettings | None, *, now: Callable[[], float]
+                    ) -> func.HttpResponse:
     """401 unless signed within the replay window; 400 for a payload that is not a ticket
     event; 202 once the event is stored for the Event Grid topic."""
     from agents.triage import handlers

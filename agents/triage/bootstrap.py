@@ -5,7 +5,8 @@ the same agent onto adapters a test or the demo chose. Each call has its own sch
 Settings: `STATE_STORAGE` (tables), `TRIAGE_SERVICEBUS` (the `triage-tickets` topic),
 `TRIAGE_EVENTGRID` (the `triage-helpdesk` topic the webhook publishes to: `__topicEndpointUri`
 with the app's identity on Azure, `__topicKey` beside it only locally),
-`TRIAGE_CONFIDENCE_THRESHOLD` (0.5), the `LLM_*` settings of `agents.reasoning`, and the
+`TRIAGE_CONFIDENCE_THRESHOLD` (0.5), `HELPDESK_WEBHOOK_RATE_LIMIT` (per source IP,
+`off` to turn it off), the `LLM_*` settings of `agents.reasoning`, and the
 webhook's `HELPDESK_WEBHOOK_SECRET` / `HELPDESK_WEBHOOK_TOLERANCE_SECONDS` (`webhook.py`).
 """
 
@@ -27,6 +28,7 @@ from agents.backbone.publishers import (
     RoutingPublisher,
     ServiceBusPublisher,
 )
+from agents.backbone.ratelimit import RateLimiter, RatePolicy
 from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.store import Store
 from agents.backbone.tables import state_table
@@ -46,12 +48,17 @@ STATE_STORAGE = "STATE_STORAGE"
 SERVICEBUS = "TRIAGE_SERVICEBUS"
 EVENTGRID = "TRIAGE_EVENTGRID"
 THRESHOLD_SETTING = "TRIAGE_CONFIDENCE_THRESHOLD"
+RATE_LIMITS_TABLE = "triageratelimits"
+RATE_LIMIT_SETTING = "HELPDESK_WEBHOOK_RATE_LIMIT"
+# Per source IP (the webhook has no function key: its HMAC is the authentication).
+DEFAULT_RATE_LIMIT = "20/s burst=50 caller=ip"
 PROMPTS = Path(__file__).parent / "prompts"
 TASK = "classify-ticket"
 
 
 def build(store: Store | TableClient, publisher: Publisher, reasoner: Reasoner | None, *,
           threshold: float = DEFAULT_CONFIDENCE_THRESHOLD, ingress: bool = True,
+          limiter: RateLimiter | None = None,
           now: Callable[[], datetime] | None = None) -> TriageAgent:
     """`publisher` routes `triage-tickets`, and `triage-helpdesk` when `ingress` (the
     webhook's topic) is on."""
@@ -65,6 +72,7 @@ def build(store: Store | TableClient, publisher: Publisher, reasoner: Reasoner |
         threshold=threshold,
         ingress=ingress,
         publisher=publisher,
+        limiter=limiter,
     )
 
 
@@ -82,5 +90,8 @@ def bootstrap(env: Mapping[str, str]) -> TriageAgent:
     reasoner = reasoner_from_settings(env, breaker_table=state_table(tables, BREAKERS_TABLE),
                                       clock=time.time)
     threshold = float(env.get(THRESHOLD_SETTING) or DEFAULT_CONFIDENCE_THRESHOLD)
+    policy = RatePolicy.from_setting("helpdesk", env, RATE_LIMIT_SETTING, DEFAULT_RATE_LIMIT)
+    limiter = None if policy is None else RateLimiter(state_table(tables, RATE_LIMITS_TABLE),
+                                                      policy)
     return build(state_table(tables, TABLE), publisher, reasoner, threshold=threshold,
-                 ingress=HELPDESK_TOPIC in routes)
+                 ingress=HELPDESK_TOPIC in routes, limiter=limiter)

@@ -20,6 +20,7 @@ from agents.backbone.envelope import Envelope
 from agents.backbone.errors import BackboneError, PublishFailed
 from agents.backbone.processing import MessageProcessor, Outcome
 from agents.backbone.publishers import Publisher
+from agents.backbone.ratelimit import RateLimiter
 from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.tables import STATE_ROW, inbox_row, table_key
 from agents.backbone.unit_of_work import UnitOfWork
@@ -57,6 +58,8 @@ class TriageAgent:
     ingress: bool
     """Whether the webhook's Event Grid topic is configured."""
     publisher: Publisher
+    limiter: RateLimiter | None = None
+    """Per caller at the webhook (`HELPDESK_WEBHOOK_RATE_LIMIT`); None when `off`."""
 
     def close(self) -> None:
         """Write the relay's remaining marks, then close the publisher and its clients."""
