@@ -110,6 +110,15 @@ param llmMaxRetries int = 1
 @description('Rate of POST /api/orders per caller: <count>/<s|min|h> [burst=<n>] [caller=function-key|client-id|ip], or off.')
 param ordersRateLimit string = '50/s burst=100 caller=function-key'
 
+@description('Fraud rules (agents/fraud/model.py Rules): a payment scoring at least this raises fraud.alert.raised (0-100).')
+param fraudAlertScore string = '60'
+
+@description('Fraud rules: a verdict scoring at least this asks the LLM for an explanation (0-100).')
+param fraudExplainScore string = '60'
+
+@description('Fraud rules: more payments of one card than this within FRAUD_VELOCITY_WINDOW_SECONDS fires the velocity rule.')
+param fraudVelocityCount string = '5'
+
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -297,6 +306,9 @@ var agentSettings = {
   TRIAGE_CONFIDENCE_THRESHOLD: '0.5'
   HELPDESK_WEBHOOK_TOLERANCE_SECONDS: '300'
   HELPDESK_WEBHOOK_RATE_LIMIT: '20/s burst=50 caller=ip'
+  FRAUD_ALERT_SCORE: fraudAlertScore
+  FRAUD_EXPLAIN_SCORE: fraudExplainScore
+  FRAUD_VELOCITY_COUNT: fraudVelocityCount
 }
 
 var appSettings = union(connectionSettings, telemetrySettings, reasonerSettings, llmCallSettings, agentSettings)

@@ -8,6 +8,7 @@ its last known location. `score` is pure: the same window and payment give the s
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -16,6 +17,9 @@ from typing import Any, Self
 
 from agents.backbone.errors import ConfigurationError, InvalidEvent
 
+log = logging.getLogger(__name__)
+# The fraud agent's connection settings (agents/fraud/entities.py) share the FRAUD_ prefix.
+CONNECTION_SETTINGS = frozenset({"FRAUD_EVENTHUBS", "FRAUD_SERVICEBUS"})
 # The Earth's mean radius, for the great-circle distance between two payments.
 EARTH_RADIUS_KM = 6371.0
 # A card window keeps at most this many recent payments (bounds the row's size).
@@ -49,7 +53,13 @@ class Rules:
 
     @classmethod
     def from_settings(cls, env: Mapping[str, str]) -> Self:
-        """`FRAUD_VELOCITY_COUNT=3` etc.; a value that is not a number is a ConfigurationError."""
+        """`FRAUD_VELOCITY_COUNT=3` etc.; a value that is not a number is a ConfigurationError,
+        a `FRAUD_*` setting that is neither a rule nor a connection is a warning naming it."""
+        known = {f"FRAUD_{spec.name.upper()}" for spec in fields(cls)}
+        for name in sorted(env):
+            if (name.startswith("FRAUD_") and name not in known
+                    and name.split("__")[0] not in CONNECTION_SETTINGS):
+                log.warning("%s is not a fraud rule setting and is ignored", name)
         values: dict[str, Any] = {}
         for spec in fields(cls):
             name = f"FRAUD_{spec.name.upper()}"

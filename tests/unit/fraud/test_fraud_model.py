@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from agents.backbone.errors import ConfigurationError, InvalidEvent
-from agents.fraud.model import CardWindow, Location, Payment, Rules, score
+from agents.fraud.model import CONNECTION_SETTINGS, CardWindow, Location, Payment, Rules, score
+from tests.infra import templates
 
 DEFAULT = Rules()
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -103,3 +105,20 @@ def test_the_window_survives_its_state_row_round_trip() -> None:
     again = CardWindow.from_state(window.to_state())
     assert again == window
     assert again.last_location == Location("FR", 48.86, 2.35)
+
+
+def test_a_fraud_setting_that_is_no_rule_is_a_warning_naming_it(
+        caplog: pytest.LogCaptureFixture) -> None:
+    Rules.from_settings({"FRAUD_VELOCITY_LIMIT": "3", "FRAUD_EVENTHUBS": "Endpoint=sb://x",
+                         "FRAUD_SERVICEBUS__fullyQualifiedNamespace": "x"})
+    assert [r.getMessage() for r in caplog.records] == [
+        "FRAUD_VELOCITY_LIMIT is not a fraud rule setting and is ignored"]
+
+
+def test_every_fraud_setting_in_the_sample_and_in_bicep_is_a_rule_or_a_connection() -> None:
+    local = json.loads((templates.REPO / "local.settings.sample.json").read_text())["Values"]
+    names = {n.split("__")[0] for n in [*local, *templates.app_settings()]
+             if n.startswith("FRAUD_")}
+    rules = {f"FRAUD_{name.upper()}" for name in Rules.__dataclass_fields__}
+    assert names - rules - CONNECTION_SETTINGS == set()
+    assert {"FRAUD_ALERT_SCORE", "FRAUD_VELOCITY_COUNT"} <= names
