@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 
@@ -23,12 +22,12 @@ from devstack.amqp.node import Node
 from devstack.amqp.server import AmqpServer
 from devstack.config import LoadedConfig, load_configs, merge_namespaces
 from devstack.faults import FaultInjector, Faults
+from devstack.loop_thread import LoopThread
 from devstack.servicebus.admin import AdminApi
 from devstack.servicebus.node import ServiceBusNode
 from devstack.servicebus.persistence import load_snapshot, save_snapshot
 
 log = logging.getLogger("devstack")
-T = TypeVar("T")
 
 ConfigSource = str | Path | Mapping[str, Any]
 SNAPSHOT_SECONDS = 2.0
@@ -46,7 +45,7 @@ def connection_string(host: str, port: int) -> str:
     )
 
 
-class DevStack:
+class DevStack(LoopThread):
     """The devstack server on its own thread and event loop; a context manager."""
 
     def __init__(
@@ -59,6 +58,7 @@ class DevStack:
         admin_port: int | None = None,
         management_port: int | None = None,
     ) -> None:
+        super().__init__("devstack")
         self.config: LoadedConfig = load_configs(configs)
         self.host = host
         self.data_dir = Path(data_dir) if data_dir is not None else None
@@ -75,10 +75,6 @@ class DevStack:
         0: a free port)."""
         self._management: web.AppRunner | None = None
         self._snapshot_timer: asyncio.TimerHandle | None = None
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="devstack", daemon=True)
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
 
     @property
     def port(self) -> int:
@@ -160,46 +156,6 @@ class DevStack:
             if asyncio.iscoroutine(result):
                 await result
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._open())
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(self._close())
-        self._loop.close()
-
-    def start(self) -> DevStack:
-        """Start serving; returns once the port accepts connections."""
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=30)
-
     def wait(self) -> None:
         """Block until the server stops."""
         self._thread.join()
-
-    def __enter__(self) -> DevStack:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def call(self, fn: Callable[[], T]) -> T:
-        """Run `fn` on the server's event loop and return its result (thread-safe)."""
-
-        async def run() -> T:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=30)

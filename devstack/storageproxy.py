@@ -21,12 +21,9 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TypeVar
 from urllib.parse import unquote
 
 import aiohttp
@@ -34,8 +31,8 @@ from aiohttp import web
 from yarl import URL
 
 from devstack.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
+from devstack.loop_thread import LoopThread
 
-T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 UNAVAILABLE = "unavailable"
@@ -140,12 +137,13 @@ def resources_of(service: str, path: str, body: bytes) -> set[str]:
     return {first}
 
 
-class StorageProxy:
+class StorageProxy(LoopThread):
     """The proxy on its own thread and event loop, one listening port per Azurite service;
     a context manager. `connection_string` points the storage SDKs at the proxy."""
 
     def __init__(self, upstream: Azurite, *, seed: int = 0, host: str = "127.0.0.1",
                  admin_port: int | None = None) -> None:
+        super().__init__("storage-proxy")
         self.upstream = upstream
         self.host = host
         self.ports: dict[str, int] = {}
@@ -155,10 +153,6 @@ class StorageProxy:
         self.faults = StorageFaultInjector(self)
         self._runners: list[web.AppRunner] = []
         self._session: aiohttp.ClientSession | None = None
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="storage-proxy", daemon=True)
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
 
     @property
     def connection_string(self) -> str:
@@ -237,48 +231,6 @@ class StorageProxy:
             await self._session.close()
 
     # ---------------------------------------------------------------- lifecycle
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._open())
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(self._close())
-        self._loop.close()
-
-    def start(self) -> StorageProxy:
-        """Start proxying; returns once every port accepts connections."""
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=30)
-
-    def call(self, fn: Callable[[], T]) -> T:
-        """Run `fn` on the proxy's event loop and return its result (thread-safe)."""
-
-        async def run() -> T:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=30)
-
-    def __enter__(self) -> StorageProxy:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
 
 def _cut(request: web.Request) -> web.StreamResponse:
     """Close the client's connection without an answer."""

@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import math
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from aiohttp import web
 
 from devstack.llm.faults import FaultKind, ModelFaults
 from devstack.llm.reasoner import answer_for, summary
+from devstack.loop_thread import LoopThread
 
 log = logging.getLogger("devstack.llm")
 DEFAULT_PORT = 5081
@@ -46,12 +46,13 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
                              headers=headers)
 
 
-class LocalModelServer:
+class LocalModelServer(LoopThread):
     """Serves on its own thread and event loop; a context manager. `requests` counts the chat
     requests that reached the server, per deployment (faulted ones too)."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                  clock: Callable[[], float] = time.time) -> None:
+        super().__init__("devstack-llm")
         self.host = host
         self.port = port
         self.clock = clock
@@ -59,10 +60,6 @@ class LocalModelServer:
         self.requests: Counter[str] = Counter()
         self._runner: web.AppRunner | None = None
         self._closing: asyncio.Event | None = None
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="devstack-llm", daemon=True)
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
 
     @property
     def base_url(self) -> str:
@@ -179,35 +176,3 @@ class LocalModelServer:
             self._closing.set()
         if self._runner is not None:
             await self._runner.cleanup()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._open())
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(self._close())
-        self._loop.close()
-
-    def start(self) -> LocalModelServer:
-        """Start serving; returns once the port accepts connections."""
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=30)
-
-    def __enter__(self) -> LocalModelServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
