@@ -30,6 +30,7 @@ checkov: $(CHECKOV_VENV)/.installed
 demo: install
 	$(PY) scripts/demo.py
 	$(PY) scripts/triage_demo.py
+	$(PY) scripts/fraud_demo.py
 
 # A seeded chaos run on the local cloud (500 orders over 250 s, every fault kind); ARGS="--seed 3 ..." to vary.
 chaos: install
