@@ -132,8 +132,35 @@ async def test_an_order_completes_over_real_http_and_service_bus(api: Api, azuri
     assert ("ship_order", "succeeded") in statuses(order)
 
 
+async def payment_stream(devstack: DevStack) -> list[dict[str, Any]]:
+    """Every event on the payment stream so far: read from the start of each partition until
+    each has been idle once."""
+    events: list[dict[str, Any]] = []
+    idle: set[str] = set()
+    consumer = EventHubConsumerClient.from_connection_string(
+        devstack.connection_string, consumer_group="$default",
+        eventhub_name=entities.PAYMENTS_HUB)
+
+    async def on_event(partition: Any, event: Any) -> None:
+        if event is None:
+            idle.add(partition.partition_id)
+        else:
+            events.append(json.loads(event.body_as_str()))
+
+    async with consumer:
+        partitions = set(await consumer.get_partition_ids())
+        receiving = asyncio.create_task(consumer.receive(
+            on_event=on_event, starting_position="-1", max_wait_time=0.5))
+        try:
+            await eventually(lambda: asyncio.sleep(0, result=idle >= partitions or None))
+        finally:
+            receiving.cancel()
+            await asyncio.gather(receiving, return_exceptions=True)
+    return events
+
+
 async def test_a_payment_decline_releases_stock_and_charges_nothing(
-        api: Api, azurite: Azurite) -> None:
+        api: Api, azurite: Azurite, devstack: DevStack) -> None:
     card = f"tok-declined-{uuid.uuid4().hex[:6]}"
     status, _ = await api.post("simulators/payments/mode",
                                {"mode": "decline", "scope": f"card:{card}"})
@@ -143,6 +170,10 @@ async def test_a_payment_decline_releases_stock_and_charges_nothing(
     storage = azurite.connection_string
     assert movements(storage, "orderspayments", f"charge-{order_id}", "charge") == 0
     assert movements(storage, "ordersinventory", f"reservation-{order_id}", "release") == 1
+    # A charge would have gone out with the payment reply the saga compensated on.
+    on_stream = [event for event in await payment_stream(devstack)
+                 if event["data"]["orderId"] == order_id]
+    assert on_stream == []
 
 
 async def test_a_shipping_failure_refunds_and_releases(api: Api, azurite: Azurite) -> None:

@@ -1,13 +1,12 @@
 """The order saga through the registered functions, Azurite and the in-memory broker: the flows
 that need its clock moved by hand (a reply long past its deadline, an alert while a step is
-held) or all of a stream's messages. The flows that run in real time are on devstack's host
+held) or each delivery's settlement. The flows that run in real time are on devstack's host
 (`test_on_devstack.py`)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from agents.orders import entities
 from agents.orders.model import Service
 from agents.orders.simulated.modes import Mode
 from tests.integration.orders.stack import STEP_TIMEOUT, OrdersStack, order_body
@@ -15,15 +14,6 @@ from tests.integration.orders.stack import STEP_TIMEOUT, OrdersStack, order_body
 
 def _statuses(order: dict) -> list[tuple[str, str]]:
     return [(entry["step"], entry["status"]) for entry in order["timeline"]]
-
-
-
-def test_a_declined_charge_is_not_on_the_payment_stream(stack: OrdersStack) -> None:
-    stack.switch(Service.PAYMENTS, "card:tok-refused", Mode.DECLINE)
-    stack.place(order_body(card="tok-refused"))
-    stack.host.drain()
-    assert stack.broker.available(entities.PAYMENTS_HUB) == []
-
 
 
 
