@@ -311,7 +311,17 @@ var agentSettings = {
   FRAUD_VELOCITY_COUNT: fraudVelocityCount
 }
 
-var appSettings = union(connectionSettings, telemetrySettings, reasonerSettings, llmCallSettings, agentSettings)
+// The helpdesk webhook publishes to the triage-helpdesk topic with the app identity; a helpdesk
+// on a partner topic publishes itself, and the webhook is then off (it answers 503).
+var helpdeskIngressTopic = 'triage-helpdesk'
+var helpdeskCustomTopicNames = [for topic in helpdeskCustomTopics: topic.Name]
+var webhookSettings = contains(partnerTopicNames, helpdeskIngressTopic) ? {} : {
+  TRIAGE_EVENTGRID__topicEndpointUri: helpdeskTopic[indexOf(helpdeskCustomTopicNames, helpdeskIngressTopic)].outputs.endpoint
+  TRIAGE_EVENTGRID__credential: 'managedidentity'
+  TRIAGE_EVENTGRID__clientId: identity.outputs.clientId
+}
+
+var appSettings = union(connectionSettings, telemetrySettings, reasonerSettings, llmCallSettings, agentSettings, webhookSettings)
 
 module premiumApp 'modules/function-app-premium.bicep' = if (!isFlex) {
   name: 'function-app-premium'
@@ -360,11 +370,22 @@ module helpdeskTopic 'modules/eventgrid-topic.bicep' = [for topic in helpdeskCus
     tags: tags
     topic: topic
     customTopicName: '${abbrs.eventGridTopics}${topic.Name}-${resourceToken}'
-    functionAppId: functionAppId
-    subscribeFunctions: subscribeFunctions
     storageAccountName: storage.outputs.name
     deadLetterContainerName: storage.outputs.deadLetterContainerName
     publisherPrincipalId: helpdeskPublisherPrincipalId
+    appPrincipalId: identity.outputs.principalId
+  }
+}]
+
+module helpdeskTopicSubscriptions 'modules/eventgrid-subscriptions.bicep' = [for (topic, i) in helpdeskCustomTopics: {
+  name: 'eventgrid-subscriptions-${topic.Name}'
+  scope: rg
+  params: {
+    topic: topic
+    customTopicName: helpdeskTopic[i].outputs.name
+    functionAppId: functionAppId
+    subscribeFunctions: subscribeFunctions
+    storageAccountName: storage.outputs.name
   }
 }]
 

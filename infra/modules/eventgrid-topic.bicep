@@ -1,5 +1,6 @@
-// The custom Event Grid topic a SaaS helpdesk publishes CloudEvents to, and its subscriptions
-// that push to functions, from one topic entry of infra/entities/eventgrid.json.
+// The custom Event Grid topic a SaaS helpdesk (or the app's own webhook ingress) publishes
+// CloudEvents to, from one topic entry of infra/entities/eventgrid.json. Its subscriptions are
+// eventgrid-subscriptions.bicep: they need the function app, whose settings need this endpoint.
 param location string
 param tags object
 
@@ -9,12 +10,6 @@ param topic object
 @description('Azure name of the custom topic.')
 param customTopicName string
 
-@description('Resource id of the function app the subscriptions deliver to.')
-param functionAppId string
-
-@description('Create the subscriptions: false on the first deployment, before the functions exist.')
-param subscribeFunctions bool
-
 param storageAccountName string
 
 @description('The one container dead-letters go to; the topic identity may write there and nowhere else.')
@@ -23,11 +18,12 @@ param deadLetterContainerName string
 @description('Principal of the helpdesk publisher, granted EventGrid Data Sender on the custom topic; empty for none.')
 param publisherPrincipalId string = ''
 
+@description('Principal of the app identity, granted EventGrid Data Sender: the webhook ingress publishes here.')
+param appPrincipalId string
+
 // Role definitions (built-in, same GUID in every tenant).
 var storageBlobDataContributorRoleId = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe' // Storage Blob Data Contributor
 var eventGridDataSenderRoleId = 'd5a91429-5739-47e2-a06b-3470a27159e7' // EventGrid Data Sender
-
-var subscriptions = subscribeFunctions ? topic.Subscriptions : []
 
 resource customTopic 'Microsoft.EventGrid/topics@2022-06-15' = {
   name: customTopicName
@@ -70,6 +66,16 @@ resource deadLetterWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   }
 }
 
+resource appPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(customTopic.id, appPrincipalId, eventGridDataSenderRoleId)
+  scope: customTopic
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', eventGridDataSenderRoleId)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 resource publisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(publisherPrincipalId)) {
   name: guid(customTopic.id, publisherPrincipalId, eventGridDataSenderRoleId)
   scope: customTopic
@@ -78,46 +84,6 @@ resource publisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!e
     principalId: publisherPrincipalId
   }
 }
-
-resource subscription 'Microsoft.EventGrid/topics/eventSubscriptions@2022-06-15' = [for item in subscriptions: {
-  parent: customTopic
-  name: item.Name
-  properties: {
-    eventDeliverySchema: 'CloudEventSchemaV1_0'
-    destination: {
-      endpointType: 'AzureFunction'
-      properties: {
-        resourceId: '${functionAppId}/functions/${item.Destination.FunctionName}'
-        maxEventsPerBatch: 1
-        preferredBatchSizeInKilobytes: 64
-      }
-    }
-    filter: {
-      includedEventTypes: item.Filter.IncludedEventTypes
-      subjectBeginsWith: contains(item.Filter, 'SubjectBeginsWith') ? item.Filter.SubjectBeginsWith : null
-      subjectEndsWith: contains(item.Filter, 'SubjectEndsWith') ? item.Filter.SubjectEndsWith : null
-    }
-    retryPolicy: {
-      maxDeliveryAttempts: item.RetryPolicy.MaxDeliveryAttempts
-      eventTimeToLiveInMinutes: item.RetryPolicy.EventTimeToLiveInMinutes
-    }
-    deadLetterWithResourceIdentity: {
-      identity: {
-        type: 'SystemAssigned'
-      }
-      deadLetterDestination: {
-        endpointType: 'StorageBlob'
-        properties: {
-          resourceId: storage.id
-          blobContainerName: item.DeadLetterDestination.BlobContainerName
-        }
-      }
-    }
-  }
-  dependsOn: [
-    deadLetterWriter
-  ]
-}]
 
 output name string = customTopic.name
 output endpoint string = customTopic.properties.endpoint

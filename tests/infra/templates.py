@@ -99,8 +99,9 @@ def app_settings() -> dict[str, Any]:
         "connectionSettings", "telemetrySettings", "llmCallSettings", "agentSettings"
     ):
         settings.update(variable(MAIN, name))
-    reasoner = variable(MAIN, "reasonerSettings")["operator"]["operands"]
-    settings.update(reasoner["true_value"])
-    settings.update(reasoner["false_value"])
+    for conditional in ("reasonerSettings", "webhookSettings"):
+        operands = variable(MAIN, conditional)["operator"]["operands"]
+        settings.update(operands["true_value"])
+        settings.update(operands["false_value"])
     settings.update(variable(MODULES / "function-app-premium.bicep", "premiumSettings"))
     return settings

@@ -504,3 +504,20 @@ def test_the_simulated_services_are_off_in_azure_and_on_in_the_local_sample() ->
     local = json.loads((templates.REPO / "local.settings.sample.json").read_text())["Values"]
     assert templates.app_settings()["ORDERS_SIMULATORS_ENABLED"] == "false"
     assert local["ORDERS_SIMULATORS_ENABLED"] == "true"
+
+
+def test_the_helpdesk_webhook_publishes_to_its_topic_with_the_app_identity() -> None:
+    settings = templates.app_settings()
+    assert "TRIAGE_EVENTGRID__topicEndpointUri" in settings
+    assert settings["TRIAGE_EVENTGRID__credential"] == "managedidentity"
+    assert "TRIAGE_EVENTGRID__clientId" in settings
+    topic = templates.template(MODULES / "eventgrid-topic.bicep")
+    senders = [config for name, config in (topic.get("resources") or {}).items()
+               if name == "appPublisher"]
+    assert len(senders) == 1
+    role = templates.body(senders[0]["config"])["properties"]
+    assert role["roleDefinitionId"]["function"]["parameters"]["resource_name_1"] \
+        == "eventGridDataSenderRoleId"
+    assert "'d5a91429-5739-47e2-a06b-3470a27159e7' // EventGrid Data Sender" in (
+        MODULES / "eventgrid-topic.bicep").read_text()
+    assert role["principalId"] == "appPrincipalId"
