@@ -19,6 +19,7 @@ Written by hand: no maintained library proxies HTTP with per-request storage fau
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
 from collections import Counter
@@ -34,6 +35,8 @@ from devstack.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
 from devstack.loop_thread import LoopThread
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger("devstack.storageproxy")
+UPSTREAM_KEEPALIVE_SECONDS = 2.0
 
 UNAVAILABLE = "unavailable"
 TIMEOUT = "timeout"
@@ -189,24 +192,30 @@ class StorageProxy(LoopThread):
             assert self._session is not None
             headers = {name: value for name, value in request.headers.items()
                        if name.lower() not in _NOT_FORWARDED}
-            async with self._session.request(
-                    # As sent (still percent-encoded): Shared Key signs the encoded path.
-                    request.method, URL(upstream + request.raw_path, encoded=True),
-                    headers=headers,
-                    data=body if body else None) as answer:
-                answered = await answer.read()
-                if fault is not None:  # drop-response: the write is applied, the answer lost
-                    return _cut(request)
-                response = web.Response(status=answer.status, body=answered, headers={
-                    name: value for name, value in answer.headers.items()
-                    if name.lower() not in _NOT_FORWARDED})
-                return response
+            try:
+                async with self._session.request(
+                        # As sent (still percent-encoded): Shared Key signs the encoded path.
+                        request.method, URL(upstream + request.raw_path, encoded=True),
+                        headers=headers, data=body if body else None) as answer:
+                    answered = await answer.read()
+            except aiohttp.ClientError as error:
+                log.warning("storage proxy: %s %s: Azurite did not answer: %s", request.method,
+                            request.path, error)
+                return web.Response(status=502, text=f"Azurite did not answer: {error}")
+            if fault is not None:  # drop-response: the write is applied, the answer lost
+                return _cut(request)
+            return web.Response(status=answer.status, body=answered, headers={
+                name: value for name, value in answer.headers.items()
+                if name.lower() not in _NOT_FORWARDED})
 
         return forward
 
     async def _open(self) -> None:
         # No header of the client's may be added or rewritten: Shared Key signs them.
         self._session = aiohttp.ClientSession(
+            # Node (Azurite) closes idle keep-alive connections after 5 s; reusing one it is
+            # closing resets the request, so idle ones are dropped sooner on this side.
+            connector=aiohttp.TCPConnector(keepalive_timeout=UPSTREAM_KEEPALIVE_SECONDS),
             auto_decompress=False,
             skip_auto_headers=("Content-Type", "User-Agent", "Accept", "Accept-Encoding"))
         for service in self.upstream.ports:

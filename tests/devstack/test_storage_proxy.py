@@ -18,7 +18,7 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from azure.storage.blob import BlobServiceClient
 
-from devstack.azurite import Azurite
+from devstack.azurite import Azurite, free_port
 from devstack.storageproxy import StorageFault, StorageProxy, resources_of
 
 CUT = (ServiceResponseError, ServiceRequestError)  # how the SDK sees a connection cut
@@ -241,3 +241,11 @@ async def test_the_http_fault_api_arms_and_reports(proxy: StorageProxy,
 def test_an_unknown_fault_is_refused() -> None:
     with pytest.raises(ValueError, match="no storage fault"):
         StorageFault("half-apply")
+
+
+def test_an_upstream_that_does_not_answer_is_a_502() -> None:
+    gone = Azurite(ports={"table": free_port()})  # nothing listens there
+    with StorageProxy(gone) as proxy, pytest.raises(HttpResponseError) as refused:
+        through(proxy, table_name()).create_table()
+    assert refused.value.status_code == 502
+    assert "Azurite did not answer" in str(refused.value)
