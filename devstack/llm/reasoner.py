@@ -55,9 +55,18 @@ def _prose(input_text: str) -> str:
         parsed = json.loads(input_text)
     except ValueError:
         return input_text
-    if isinstance(parsed, dict):
-        return " ".join(str(v) for v in _flatten(parsed).values() if isinstance(v, str))
+    if isinstance(parsed, dict | list):
+        return " ".join(_strings(parsed))
     return input_text
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string in a JSON value, in order, through objects and arrays alike."""
+    if isinstance(value, str):
+        return [value]
+    items = value.values() if isinstance(value, Mapping) else value if isinstance(
+        value, list) else []
+    return [text for item in items for text in _strings(item)]
 
 
 def _flatten(value: Mapping[str, Any], into: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import pytest
 from openai import AzureOpenAI, OpenAI
 
 from devstack.llm import LocalModelServer
+from devstack.llm.reasoner import summary
 from tests.unit.reasoning.support import FakeClock, classify_ticket
 
 API_VERSION = "2024-10-21"
@@ -149,3 +150,9 @@ def test_faults_are_armed_over_http_too(local_model: LocalModelServer) -> None:
     clear = urllib.request.Request(f"{local_model.base_url}/faults/clear", method="POST")
     urllib.request.urlopen(clear, timeout=5).close()
     ask(azure(local_model, max_retries=0))
+
+
+def test_a_summary_reads_the_strings_inside_arrays_of_the_input():
+    text = json.dumps({"amountCents": 95000, "rules": [
+        {"name": "velocity", "score": 40, "detail": "6 payments in 10 minutes"}]})
+    assert summary(text) == "Local reasoner: velocity 6 payments in 10 minutes"
