@@ -33,7 +33,6 @@ from azure.data.tables import TableServiceClient  # noqa: E402
 from azure.eventhub import EventData  # noqa: E402
 from azure.eventhub.aio import EventHubProducerClient  # noqa: E402
 from azure.servicebus.aio import ServiceBusClient  # noqa: E402
-from rich.console import Console  # noqa: E402
 
 from agents.backbone.envelope import Envelope  # noqa: E402
 from agents.backbone.partitions import hashed  # noqa: E402
@@ -46,20 +45,17 @@ from devstack.azurite import Azurite  # noqa: E402
 from devstack.host import FunctionsHost  # noqa: E402
 from devstack.llm import LocalModelServer  # noqa: E402
 from devstack.server import DevStack  # noqa: E402
-from scripts.demo import FUNCTION_KEY, STEP_TIMEOUT_SECONDS, TERMINAL, app_settings  # noqa: E402
+from scripts.demo import (  # noqa: E402
+    FUNCTION_KEY,
+    STEP_TIMEOUT_SECONDS,
+    TERMINAL,
+    Check,
+    app_settings,
+    console,
+)
 
 BURST = 6  # one more than FRAUD_VELOCITY_COUNT's default
 SLOW_CHARGE_SECONDS = 3  # within the step deadline: the charge is still in flight at the alert
-console = Console(width=None if sys.stdout.isatty() else 160)
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    passed: bool
-    detail: str
-
-
 @dataclass
 class FraudCloud:
     host: FunctionsHost

@@ -28,7 +28,6 @@ import aiohttp  # noqa: E402
 from azure.core.credentials import AzureKeyCredential  # noqa: E402
 from azure.eventgrid.aio import EventGridPublisherClient  # noqa: E402
 from azure.servicebus.aio import ServiceBusClient  # noqa: E402
-from rich.console import Console  # noqa: E402
 
 from agents.contracts import triage as contracts  # noqa: E402
 from agents.ops import triage as ops_triage  # noqa: E402
@@ -39,19 +38,10 @@ from devstack.eventgrid.config import DEV_TOPIC_KEY  # noqa: E402
 from devstack.host import FunctionsHost  # noqa: E402
 from devstack.llm import LocalModelServer  # noqa: E402
 from devstack.server import DevStack  # noqa: E402
+from scripts.demo import Check, console  # noqa: E402
 from scripts.helpdesk import Delivery, signed, ticket_payload  # noqa: E402
 
 SECRET = "triage-demo-webhook-secret"
-console = Console(width=None if sys.stdout.isatty() else 160)
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    passed: bool
-    detail: str
-
-
 @dataclass
 class TriageCloud:
     host: FunctionsHost
