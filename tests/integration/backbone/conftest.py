@@ -1,41 +1,19 @@
-"""Fixtures for backbone tests on Azurite: a fresh table, schema registry and broker each."""
+"""Fixtures for backbone tests on Azurite (the table and counter are tests/integration's):
+a schema registry and broker each."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
 import pytest
-from azure.data.tables import TableClient, TableServiceClient
+from azure.data.tables import TableClient
 
 from agents.backbone import (
     MessageProcessor,
     OutboxRelay,
     RequestCounter,
     SchemaRegistry,
-    state_table,
 )
 from tests.integration.backbone.broker import BrokerPublisher, InMemoryBroker
 from tests.integration.backbone.counter import register_counter_events
-
-
-@pytest.fixture
-def counter() -> RequestCounter:
-    return RequestCounter()
-
-
-@pytest.fixture
-def tables(storage_connection_string: str, counter: RequestCounter) -> TableServiceClient:
-    return TableServiceClient.from_connection_string(
-        storage_connection_string, raw_request_hook=counter.hook)
-
-
-@pytest.fixture
-def table(tables: TableServiceClient) -> Iterator[TableClient]:
-    name = f"t{uuid.uuid4().hex[:16]}"
-    client = state_table(tables, name)
-    yield client
-    tables.delete_table(name)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Fixtures for the reasoning tests: a fresh breaker table on Azurite, counted requests."""
+"""Fixtures shared by the integration tests: a fresh Azurite table and its request count."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def tables(storage_connection_string: str, counter: RequestCounter) -> TableServ
 
 @pytest.fixture
 def table(tables: TableServiceClient) -> Iterator[TableClient]:
-    name = f"b{uuid.uuid4().hex[:16]}"
+    name = f"t{uuid.uuid4().hex[:16]}"
     client = state_table(tables, name)
     yield client
     tables.delete_table(name)
