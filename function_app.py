@@ -44,6 +44,7 @@ def compose_fraud() -> FraudAgent:
 def compose_triage() -> TriageAgent:
     from agents.triage import bootstrap
 
+    telemetry.configure(os.environ)
     return bootstrap.bootstrap(os.environ)
 
 
