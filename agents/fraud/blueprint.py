@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, List  # noqa: UP035 (the worker needs it, below)
 
 import azure.functions as func
 
@@ -85,7 +85,9 @@ def blueprint(compose: Callable[[], FraudAgent]) -> func.Blueprint:
                                   consumer_group=entities.CONSUMER_GROUP, cardinality="many")
     @bp.retry(strategy="exponential_backoff", max_retry_count=MAX_RETRIES,
               minimum_interval=RETRY_MIN, maximum_interval=RETRY_MAX)
-    def fraud_score_payments(events: list[func.EventHubEvent], context: func.Context) -> None:
+    # typing.List: the Python worker refuses `list[...]` ("invalid non-type annotation").
+    def fraud_score_payments(events: List[func.EventHubEvent],  # noqa: UP006
+                             context: func.Context) -> None:
         on_payments(events, context, agent.get())
 
     @bp.function_name("fraud_outbox_sweeper")
