@@ -1,21 +1,18 @@
-"""Fixtures: an orders stack per test (see `stack.py`)."""
+"""Fixtures: an orders stack per test, its deliveries in the test's hands (see `stack.py`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from tests.integration.backbone.broker import InMemoryBroker
+from tests.integration.backbone.deliveries import Deliveries
 from tests.integration.orders.stack import OrdersStack, build_stack
 
 
 @pytest.fixture
-def broker() -> InMemoryBroker:
-    return InMemoryBroker(max_delivery_count=5)
+def deliveries() -> Deliveries:
+    return Deliveries(max_deliveries=5)  # the orders queues' MaxDeliveryCount
 
 
 @pytest.fixture
-def stack(storage_connection_string: str, broker: InMemoryBroker) -> Iterator[OrdersStack]:
-    with build_stack(storage_connection_string, broker) as built:
-        yield built
+def stack(storage_connection_string: str, deliveries: Deliveries) -> OrdersStack:
+    return build_stack(storage_connection_string, deliveries)

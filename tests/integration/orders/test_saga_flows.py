@@ -1,12 +1,14 @@
-"""The order saga through the registered functions, Azurite and the in-memory broker: the flows
-that need its clock moved by hand (a reply long past its deadline, an alert while a step is
-held) or each delivery's settlement. The flows that run in real time are on devstack's host
+"""The order saga on Azurite with its deliveries in the test's hands: the flows that need the
+clock moved by hand (a reply long past its deadline, an alert while a step is held) or each
+delivery's settlement. The flows that run in real time are on devstack's host
 (`test_on_devstack.py`)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+from agents.backbone import Settlement
+from agents.orders import entities
 from agents.orders.model import Service
 from agents.orders.simulated.modes import Mode
 from tests.integration.orders.stack import STEP_TIMEOUT, OrdersStack, order_body
@@ -16,20 +18,18 @@ def _statuses(order: dict) -> list[tuple[str, str]]:
     return [(entry["step"], entry["status"]) for entry in order["timeline"]]
 
 
-
-
 def test_a_step_that_misses_its_deadline_is_compensated_and_its_late_reply_ignored(
         stack: OrdersStack) -> None:
     card = "tok-slow-gateway"
     stack.switch(Service.PAYMENTS, f"card:{card}", Mode.SLOW, slow_seconds=600)
     order_id = stack.place(order_body(card=card))["orderId"]
-    stack.host.drain()
+    stack.run()
     assert stack.order(order_id)["status"] == "running"
-    stack.broker.advance(STEP_TIMEOUT + timedelta(seconds=1))
-    stack.host.drain()
+    stack.deliveries.advance(STEP_TIMEOUT + timedelta(seconds=1))
+    stack.run()
     assert stack.order(order_id)["status"] == "compensated"
-    stack.broker.advance(timedelta(seconds=600))
-    stack.host.drain()
+    stack.deliveries.advance(timedelta(seconds=600))
+    stack.run()
     order = stack.order(order_id)
     assert order["status"] == "compensated"
     charges = stack.movements(Service.PAYMENTS, f"charge-{order_id}", "charge")
@@ -42,11 +42,11 @@ def test_a_fraud_alert_while_the_charge_is_in_flight_compensates(stack: OrdersSt
     card = "tok-under-review"
     stack.switch(Service.PAYMENTS, f"card:{card}", Mode.SLOW, slow_seconds=20)
     order_id = stack.place(order_body(card=card))["orderId"]
-    stack.host.drain()
+    stack.run()
     stack.raise_fraud_alert(order_id, "velocity 12 payments/min")
-    stack.host.drain()
-    stack.broker.advance(timedelta(seconds=21))  # the charge's late reply: recorded only
-    stack.host.drain()
+    stack.run()
+    stack.deliveries.advance(timedelta(seconds=21))  # the charge's late reply: recorded only
+    stack.run()
     order = stack.order(order_id)
     assert order["status"] == "compensated"
     assert "fraud alert" in order["failure"]["reason"]
@@ -60,11 +60,11 @@ def test_a_fraud_alert_once_shipping_is_under_way_is_refused_and_the_order_ships
     card = "tok-reviewed-late"
     stack.switch(Service.SHIPPING, f"card:{card}", Mode.SLOW, slow_seconds=20)
     order_id = stack.place(order_body(card=card))["orderId"]
-    stack.host.drain()
+    stack.run()
     stack.raise_fraud_alert(order_id, "velocity 12 payments/min")
-    stack.host.drain()
-    stack.broker.advance(timedelta(seconds=21))
-    stack.host.drain()
+    stack.run()
+    stack.deliveries.advance(timedelta(seconds=21))
+    stack.run()
     order = stack.order(order_id)
     assert order["status"] == "completed"
     assert order["failure"] is None
@@ -78,8 +78,8 @@ def test_a_flaky_service_is_retried_by_redelivery_and_the_order_completes(
     card = "tok-flaky"
     stack.switch(Service.PAYMENTS, f"card:{card}", Mode.FLAKY)
     order_id = stack.place(order_body(card=card))["orderId"]
-    deliveries = stack.host.drain()
-    payments = [d for d in deliveries if d.queue == "orders-payments"]
-    assert [d.settlement for d in payments] == ["abandoned", "abandoned", "completed"]
+    deliveries = stack.run()
+    payments = [d.settlement for d in deliveries if d.destination == entities.PAYMENTS_QUEUE]
+    assert payments == [Settlement.ABANDONED, Settlement.ABANDONED, Settlement.COMPLETED]
     assert stack.order(order_id)["status"] == "completed"
     assert stack.movements(Service.PAYMENTS, f"charge-{order_id}", "charge") == 1

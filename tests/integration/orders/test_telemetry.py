@@ -29,7 +29,7 @@ def _attribute(span: ReadableSpan, name: str) -> object:
 def test_one_orders_saga_across_functions_is_one_trace(stack: OrdersStack,
                                                        spans: None) -> None:
     order_id = stack.place(order_body())["orderId"]
-    stack.host.drain()
+    stack.run()
     assert stack.order(order_id)["status"] == "completed"
     recorded = finished_spans()
     consumers = [span for span in recorded if span.kind is SpanKind.CONSUMER]
@@ -44,7 +44,7 @@ def test_one_orders_saga_across_functions_is_one_trace(stack: OrdersStack,
 def test_each_consumer_span_is_the_child_of_the_span_that_emitted_its_event(
         stack: OrdersStack, spans: None) -> None:
     stack.place(order_body())
-    stack.host.drain()
+    stack.run()
     recorded = finished_spans()
     by_span_id = {span.context.span_id: span for span in recorded}
     consumers = [span for span in recorded if span.kind is SpanKind.CONSUMER]
@@ -60,7 +60,7 @@ def test_each_consumer_span_is_the_child_of_the_span_that_emitted_its_event(
 def test_the_wire_carries_diagnostic_id_and_traceparent_of_the_emitting_span(
         stack: OrdersStack, spans: None) -> None:
     stack.place(order_body())
-    [command] = stack.broker.available(entities.INVENTORY_QUEUE)
+    [command] = stack.deliveries.pending(entities.INVENTORY_QUEUE)
     properties = command.application_properties
     assert properties[telemetry.DIAGNOSTIC_ID] == properties[telemetry.TRACEPARENT]
     (root,) = finished_spans()
@@ -74,5 +74,5 @@ def test_handled_and_duplicate_messages_are_counted_per_function(
     function = {"backbone.function": stack.agent.sagas.name}
     handled = metric_value(telemetry.HANDLED, function)
     stack.place(order_body())
-    stack.host.drain()
+    stack.run()
     assert metric_value(telemetry.HANDLED, function) > handled
