@@ -4,15 +4,19 @@ services and the fraud agent), then the fraud stories, each with checks a user c
 Exits 1 if any check fails.
 
 Stories: a velocity burst on one card raises an alert and compensates the order it tripped
-(the gateway is slowed so the alert lands while the charge is still the saga's step); a poison
-event is parked on fraud-poison-events and its partition keeps flowing; during an LLM outage
-the verdict is rules-only at once (the breaker counts the failure), and after recovery the
-model explains again.
+(the gateway is slowed so the alert lands while the charge is still the saga's step); an
+impossible trip (the same card in Paris, then in Sydney moments later: the order's optional
+`location`) compensates the second order; a poison event is parked on fraud-poison-events and
+its partition keeps flowing; an LLM outage opens the shared breaker (its state read from the
+`breakers` table), verdicts are rules-only with the reason and, while it is open, without a
+model call (devstack's model counts its requests); after the break one probe reaches the
+model, the breaker closes and the model explains again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import sys
@@ -56,6 +60,37 @@ from scripts.demo import (  # noqa: E402
 
 BURST = 6  # one more than FRAUD_VELOCITY_COUNT's default
 SLOW_CHARGE_SECONDS = 3  # within the step deadline: the charge is still in flight at the alert
+PARIS = {"country": "FR", "lat": 48.86, "lon": 2.35}
+SYDNEY = {"country": "AU", "lat": -33.87, "lon": 151.21}
+# The LLM breaker: open after 2 failed calls of at least 2 (the earlier stories' two model
+# answers still in the 30 s window make it 2 of 4, still half); the break is long enough for
+# one payment to be scored while it is open, short enough to wait out.
+BREAKER_SETTINGS = {"LLM_BREAKER_MINIMUM_THROUGHPUT": "2", "LLM_BREAKER_FAILURE_RATIO": "0.5",
+                    "LLM_BREAKER_BREAK_SECONDS": "4"}
+MAX_FAILED_CALLS = 4  # the outage story gives up (and fails its check) if it has not opened
+MODEL_DEPLOYMENT = "chat"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One high-risk payment of the outage story: what the model and the breaker did."""
+
+    order_id: str
+    where: str
+    model_calls: int
+    """Requests devstack's model endpoint received while the payment was scored."""
+    source: str
+    """`model` or `fallback` (rules only), from the recorded answer."""
+    rationale: str
+    breaker: str
+    """The breaker's state in the `breakers` table after the payment was scored."""
+
+    def line(self, n: int) -> str:
+        return (f"  {n}. {self.where}: model requests +{self.model_calls}, "
+                f"{'model' if self.source == 'model' else 'rules only'}: "
+                f"{self.rationale[:64]}... | breaker {self.breaker}")
+
+
 @dataclass
 class FraudCloud:
     host: FunctionsHost
@@ -71,16 +106,38 @@ class FraudCloud:
                 headers={"x-functions-key": FUNCTION_KEY, **(headers or {})}) as response:
             return response.status, await response.json()
 
-    async def burst(self, card: str) -> list[dict[str, Any]]:
-        """BURST orders on one card with a slowed gateway; their final states."""
+    async def slow(self, card: str) -> None:
+        """The gateway answers this card's charges late: an alert finds them in flight."""
         status, answer = await self.call("POST", "simulators/payments/mode", {
             "mode": "slow", "scope": f"card:{card}", "slowSeconds": SLOW_CHARGE_SECONDS})
         assert status == 200, answer
-        body = {"customerId": "c-fraud-demo", "card": card,
-                "items": [{"sku": "sku-1", "quantity": 1, "unitPriceCents": 1500}]}
-        placed = [await self.call("POST", "orders", body, {"Idempotency-Key": str(uuid.uuid4())})
-                  for _ in range(BURST)]
-        return [await self.settled(order["orderId"]) for _, order in placed]
+
+    async def place(self, card: str, location: dict[str, Any] | None = None) -> str:
+        body: dict[str, Any] = {
+            "customerId": "c-fraud-demo", "card": card,
+            "items": [{"sku": "sku-1", "quantity": 1, "unitPriceCents": 1500}]}
+        if location is not None:
+            body["location"] = location
+        status, order = await self.call("POST", "orders", body,
+                                        {"Idempotency-Key": str(uuid.uuid4())})
+        assert status == 201, order
+        return str(order["orderId"])
+
+    async def burst(self, card: str) -> list[dict[str, Any]]:
+        """BURST orders on one card with a slowed gateway; their final states."""
+        await self.slow(card)
+        placed = [await self.place(card) for _ in range(BURST)]
+        return [await self.settled(order_id) for order_id in placed]
+
+    async def scored(self, card: str, count: int, within: float = 30.0) -> None:
+        """Until the fraud agent has scored `count` payments of `card` (its window's count)."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            windows = self.rows(CARD_PREFIX + table_key(card))
+            if windows and json.loads(windows[0]["state"])["count"] >= count:
+                return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"{card}: {count} payments not scored within {within:.0f}s")
 
     async def settled(self, order_id: str, within: float = 60.0) -> dict[str, Any]:
         deadline = time.monotonic() + within
@@ -98,6 +155,27 @@ class FraudCloud:
     def answers(self) -> list[dict[str, Any]]:
         return self.rows("answer|")
 
+    def breaker(self) -> dict[str, Any]:
+        """The shared LLM breaker's entity (every agent's Reasoner uses the same one)."""
+        table = TableServiceClient.from_connection_string(self.storage).get_table_client(
+            bootstrap.BREAKERS_TABLE)
+        [row] = table.query_entities("PartitionKey eq 'breaker'")
+        return dict(row)
+
+    def model_requests(self) -> int:
+        return self.model.requests[MODEL_DEPLOYMENT]
+
+    async def case(self, card: str, location: dict[str, Any], placed: list[str]) -> Case:
+        """One more payment of `card` from `location`, scored; what it cost and gave."""
+        calls, seen = self.model_requests(), {a["RowKey"] for a in self.answers()}
+        placed.append(await self.place(card, location))
+        await self.scored(card, len(placed))
+        [answer] = [a for a in self.answers() if a["RowKey"] not in seen]
+        return Case(placed[-1], f"{card} in {location['country']}",
+                    self.model_requests() - calls, str(answer["Source"]),
+                    str(json.loads(answer["Answer"])["rationale"]),
+                    str(self.breaker()["State"]))
+
 
 @asynccontextmanager
 async def fraud_cloud() -> AsyncIterator[FraudCloud]:
@@ -110,9 +188,8 @@ async def fraud_cloud() -> AsyncIterator[FraudCloud]:
         model = servers.enter_context(LocalModelServer(port=0))
         settings = {**app_settings(azurite.connection_string, devstack),
                     "LLM_PROVIDER": "local", "AZURE_OPENAI_ENDPOINT": model.base_url,
-                    "AZURE_OPENAI_DEPLOYMENT": "chat", "LLM_TIMEOUT_SECONDS": "2",
-                    "LLM_MAX_RETRIES": "0", "LLM_BREAKER_MINIMUM_THROUGHPUT": "2",
-                    "LLM_BREAKER_BREAK_SECONDS": "2"}
+                    "AZURE_OPENAI_DEPLOYMENT": MODEL_DEPLOYMENT, "LLM_TIMEOUT_SECONDS": "2",
+                    "LLM_MAX_RETRIES": "0", **BREAKER_SETTINGS}
         host = FunctionsHost(ROOT, settings=settings)
         await host.start()
         try:
@@ -170,28 +247,86 @@ async def poison_parked(cloud: FraudCloud) -> list[Check]:
                   f"{len(windows)} card window(s)")]
 
 
+async def impossible_trip(cloud: FraudCloud) -> list[Check]:
+    card = f"tok-trip-{uuid.uuid4().hex[:6]}"
+    await cloud.slow(card)
+    home = await cloud.place(card, PARIS)
+    await cloud.scored(card, 1)  # Paris first, then Sydney: the order on the stream is the point
+    away = await cloud.place(card, SYDNEY)
+    first, second = [await cloud.settled(order) for order in (home, away)]
+    refunded = [entry for entry in second["timeline"] if entry["step"] == "charge_payment"
+                and entry["phase"] == "compensation" and entry["status"] == "compensated"]
+    failure = (second["failure"] or {}).get("reason")
+    return [Check("the card's order in Paris completed", first["status"] == "completed",
+                  first["status"]),
+            Check("moments later in Sydney: impossible_travel, the order compensated",
+                  second["status"] == "compensated"
+                  and "impossible_travel" in str(failure), str(failure)),
+            Check("its charge, still in flight at the alert, was refunded", bool(refunded),
+                  "refund succeeded" if refunded else
+                  str([(e["step"], e["phase"], e["status"]) for e in second["timeline"]]))]
+
+
 async def llm_outage(cloud: FraudCloud) -> list[Check]:
-    before = {a["RowKey"] for a in cloud.answers()}
-    cloud.model.faults.outage(3600, deployment="chat")
-    during = await cloud.burst(f"tok-outage-{uuid.uuid4().hex[:6]}")
-    rules_only = [a for a in cloud.answers()
-                  if a["RowKey"] not in before and a["Source"] == "fallback"]
+    """Alternate Paris and Sydney on one card: every payment after the first is an impossible
+    trip, so each one asks the model."""
+    trail = itertools.cycle([SYDNEY, PARIS])
+    outage, recovery = f"tok-outage-{uuid.uuid4().hex[:6]}", f"tok-back-{uuid.uuid4().hex[:6]}"
+    placed: dict[str, list[str]] = {outage: [], recovery: []}
+    for card in placed:
+        await cloud.slow(card)
+    cloud.model.faults.outage(3600, deployment=MODEL_DEPLOYMENT)
+    placed[outage].append(await cloud.place(outage, PARIS))
+    await cloud.scored(outage, 1)
+    failing: list[Case] = []
+    while cloud.breaker()["State"] != "open" and len(failing) < MAX_FAILED_CALLS:
+        failing.append(await cloud.case(outage, next(trail), placed[outage]))
+    opened = cloud.breaker()
+    break_left = float(opened["OpenUntil"]) - time.time()
+    refused = await cloud.case(outage, next(trail), placed[outage])
+    for n, case in enumerate([*failing, refused], 1):
+        console.print(case.line(n), highlight=False)
     cloud.model.faults.clear()
-    await asyncio.sleep(3)  # a breaker opened by the outage ends its break (2 s) by then
-    seen = {a["RowKey"] for a in cloud.answers()}
-    after = await cloud.burst(f"tok-recovered-{uuid.uuid4().hex[:6]}")
-    explained = [a for a in cloud.answers() if a["RowKey"] not in seen and a["Source"] == "model"]
-    return [*fraud_checks(during, "outage"),
-            Check("during the outage the verdict is rules-only", len(rules_only) == 1,
-                  json.loads(rules_only[0]["Answer"])["rationale"] if rules_only else "-"),
-            *fraud_checks(after, "recovered"),
-            Check("after recovery the model explains again", len(explained) == 1,
-                  json.loads(explained[0]["Answer"])["rationale"][:80] if explained else "-")]
+    # The break is the breaker's own setting: its end is read from the table, not guessed.
+    await asyncio.sleep(max(0.0, float(opened["OpenUntil"]) - time.time()))
+    placed[recovery].append(await cloud.place(recovery, PARIS))
+    await cloud.scored(recovery, 1)
+    probe = await cloud.case(recovery, SYDNEY, placed[recovery])
+    again = await cloud.case(recovery, PARIS, placed[recovery])
+    for n, case in enumerate([probe, again], len(failing) + 2):
+        console.print(case.line(n), highlight=False)
+    orders = {card: [await cloud.settled(order) for order in ids] for card, ids in placed.items()}
+    flagged = [order for ids in orders.values() for order in ids[1:]]
+    return [
+        Check("the outage opened the shared breaker (breakers table)",
+              opened["State"] == "open" and all(
+                  c.model_calls == 1 and c.source == "fallback"
+                  and "ReasonerUnavailable" in c.rationale for c in failing),
+              f"open after {len(failing)} failed model calls, "
+              f"for {break_left:.1f}s more"
+              if opened["State"] == "open" else f"still {opened['State']}"),
+        Check("while open: rules only with the reason, no model call",
+              refused.model_calls == 0 and refused.source == "fallback"
+              and "ReasonerOpen" in refused.rationale,
+              f"model requests +{refused.model_calls}: {refused.rationale[:70]}"),
+        Check("after the break one probe reached the model and closed the breaker",
+              probe.model_calls == 1 and probe.source == "model" and probe.breaker == "closed",
+              f"model requests +{probe.model_calls}, breaker {probe.breaker}"),
+        Check("closed again: the model explains the next high-risk payment",
+              again.model_calls == 1 and again.source == "model" and again.breaker == "closed",
+              again.rationale[:80]),
+        Check("every flagged order was compensated, each card's first completed",
+              all(o["status"] == "compensated" for o in flagged)
+              and all(ids[0]["status"] == "completed" for ids in orders.values()),
+              f"{sum(o['status'] == 'compensated' for o in flagged)} of {len(flagged)} "
+              "compensated"),
+    ]
 
 
 STORIES = [("A velocity burst raises an alert and compensates its order", velocity_burst),
+           ("An impossible trip raises an alert and compensates its order", impossible_trip),
            ("A poison event is parked and the partition keeps flowing", poison_parked),
-           ("LLM outage -> rules-only verdicts -> recovery", llm_outage)]
+           ("LLM outage -> the breaker opens -> rules only -> probe -> closed", llm_outage)]
 
 
 async def run() -> int:

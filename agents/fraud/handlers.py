@@ -27,7 +27,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from agents.backbone.envelope import Envelope
@@ -43,7 +42,7 @@ from agents.backbone.wire import parse_eventhub
 from agents.contracts import fraud, orders
 from agents.fraud import entities
 from agents.fraud.model import CardWindow, Payment, Rules, Verdict, score
-from agents.reasoning import Answer, RecordedAnswers, Task, Usage, record
+from agents.reasoning import Answer, ReasoningError, RecordedAnswers, Task, Usage, record
 
 log = logging.getLogger(__name__)
 
@@ -267,18 +266,27 @@ def _copy(stored: tuple[CardWindow, str | None] | None) -> CardWindow:
 
 
 def _explain(agent: FraudAgent, partition_id: str, verdict: Verdict) -> Answer:
-    """The Reasoner's explanation, asked outside any transaction (behind its breaker; a
-    failure or an open breaker gives the rules-only one at once). Without a model there is
-    nothing to look up either: an answer is only ever recorded with its event's mark."""
-    fallback = partial(_rules_only, verdict)
-    if agent.answers.reasoner is None:
-        return Answer(fallback(verdict.explain_input()), "fallback", "", Usage(0, 0, 0))
-    return agent.answers.answer(partition_id, verdict.payment.event_id, agent.task,
-                                verdict.explain_input(), fallback=fallback)
+    """The Reasoner's explanation, asked outside any transaction (behind its breaker); a
+    failure or an open breaker gives the rules-only one at once, naming why. Without a model
+    there is nothing to look up either: an answer is only ever recorded with its event's mark.
+    (Not `RecordedAnswers.answer`: its fallback is not told why the model was not used.)"""
+    reasoner = agent.answers.reasoner
+    if reasoner is None:
+        return _rules_only(verdict, "no model configured")
+    event_id = verdict.payment.event_id
+    recorded = agent.answers.lookup(partition_id, event_id, agent.task)
+    if recorded is not None:
+        return recorded
+    try:
+        return reasoner.answer(agent.task, verdict.explain_input())
+    except ReasoningError as error:
+        log.warning("payment %s: %s (%s); the verdict is rules-only", event_id, error.reason,
+                    error.description)
+        return _rules_only(verdict, f"{error.reason}: {error.description}")
 
 
-def _rules_only(verdict: Verdict, _input: Mapping[str, Any]) -> dict[str, Any]:
-    return verdict.rules_only("the model was not available")
+def _rules_only(verdict: Verdict, why: str) -> Answer:
+    return Answer(verdict.rules_only(why), "fallback", "", Usage(0, 0, 0))
 
 
 def _chunks(verdicts: list[Verdict], explanations: Mapping[str, Answer]

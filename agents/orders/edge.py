@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agents.orders.model import LineItem, Order
+from agents.orders.model import LineItem, Order, PointOfSale
 
 if TYPE_CHECKING:  # jsonschema loads with the first request's schema (cold start)
     from jsonschema import Draft202012Validator
@@ -74,4 +74,7 @@ def place_order_request(idempotency_key: str | None, raw: bytes) -> Order:
     body = validated(PLACE_ORDER_SCHEMA, raw)
     items = tuple(LineItem(item["sku"], item["quantity"], item["unitPriceCents"])
                   for item in body["items"])
-    return Order(order_id_for(key), body["customerId"], items, body["card"], request_hash(body))
+    where = body.get("location")
+    location = None if where is None else PointOfSale(where["country"], where["lat"], where["lon"])
+    return Order(order_id_for(key), body["customerId"], items, body["card"], request_hash(body),
+                 location)

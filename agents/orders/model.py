@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from agents.backbone.saga import SagaDefinition, SagaStep, StepKind
+from agents.contracts.orders import LOCATION_SCHEMA
 from agents.orders import entities
 
 SOURCE: Final = "/agents/orders"
@@ -71,6 +72,15 @@ class LineItem:
 
 
 @dataclass(frozen=True)
+class PointOfSale:
+    """Where the card is used, if the order says: the charge puts it on the payment stream."""
+
+    country: str
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True)
 class Order:
     """What the saga carries: enough for every service to act without a lookup."""
 
@@ -79,6 +89,7 @@ class Order:
     items: tuple[LineItem, ...]
     card: str
     request_hash: str
+    location: PointOfSale | None = None
 
     @property
     def amount_cents(self) -> int:
@@ -92,6 +103,7 @@ class Order:
             "chargeId": f"charge-{self.order_id}",
             "reservationId": f"reservation-{self.order_id}",
             "requestHash": self.request_hash,
+            **({} if self.location is None else {"location": asdict(self.location)}),
         }
 
 
@@ -102,7 +114,7 @@ ORDER_DATA_SCHEMA: dict[str, Any] = {
                  "reservationId"],
     "properties": {
         "orderId": _ID, "customerId": _ID, "card": _ID, "chargeId": _ID, "reservationId": _ID,
-        "amountCents": {"type": "integer", "minimum": 0},
+        "amountCents": {"type": "integer", "minimum": 0}, "location": LOCATION_SCHEMA,
         "items": {"type": "array", "minItems": 1, "items": {
             "type": "object", "required": ["sku", "quantity", "unit_price_cents"],
             "properties": {"sku": _ID, "quantity": {"type": "integer", "minimum": 1},

@@ -88,7 +88,9 @@ def _announce_charge(command: Envelope, uow: UnitOfWork) -> None:
     uow.emit(
         command.follow(
             orders.PAYMENT_CHARGED,
-            {key: payload[key] for key in orders.PAYMENT_CHARGED_SCHEMA["required"]},
+            # Every field the contract declares that the order carries (location is optional).
+            {key: payload[key] for key in orders.PAYMENT_CHARGED_SCHEMA["properties"]
+             if key in payload},
             source=f"{SOURCE}/simulators/payments", subject=payload["orderId"],
             partitionkey=payload["card"]),
         destination=entities.PAYMENTS_HUB,

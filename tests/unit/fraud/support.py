@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from agents.backbone.breaker import CircuitBreaker
 from agents.backbone.envelope import Envelope
 from agents.backbone.memory import MemoryStore
 from agents.backbone.outbox import OutboxRow
@@ -72,9 +73,10 @@ def charge(n: int, *, card: str = "card-1", seconds: float | None = None, cents:
 
 
 def agent(store: MemoryStore, publisher: RecordingPublisher, *,
-          model: ScriptedModel | None = None, rules: Rules | None = None) -> FraudAgent:
+          model: ScriptedModel | None = None, rules: Rules | None = None,
+          breaker: CircuitBreaker | None = None) -> FraudAgent:
     return bootstrap.build(store, publisher, rules=rules,
-                           reasoner=None if model is None else Reasoner(model))
+                           reasoner=None if model is None else Reasoner(model, breaker=breaker))
 
 
 def counted_store() -> tuple[MemoryStore, RequestCounter]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from agents.backbone.breaker import BreakerOptions, BreakerState, CircuitBreaker
 from agents.backbone.errors import StorageUnavailable
 from agents.backbone.memory import MemoryStore
 from agents.backbone.tables import table_key
@@ -119,8 +120,29 @@ def test_when_the_model_fails_the_verdict_is_rules_only_with_the_reason() -> Non
     score_batch(agent(MemoryStore(), publisher, model=model), burst())
     [alert] = publisher.alerts
     assert alert.data["explainedBy"] == "rules"
-    assert alert.data["rationale"].startswith("rules only (the model was not available)")
+    assert alert.data["rationale"].startswith("rules only (ReasonerUnavailable: timeout)")
     assert alert.data["recommendedAction"] == "block"
+
+
+def test_without_a_model_the_verdict_says_no_model_is_configured() -> None:
+    publisher = RecordingPublisher()
+    score_batch(agent(MemoryStore(), publisher), burst())
+    assert publisher.alerts[0].data["rationale"].startswith("rules only (no model configured)")
+
+
+def test_while_the_breaker_is_open_the_verdict_is_rules_only_and_the_model_is_not_called(
+        ) -> None:
+    publisher, model = RecordingPublisher(), ScriptedModel(ReasonerUnavailable("503"))
+    breaker = CircuitBreaker("llm", options=BreakerOptions(
+        failure_ratio=0.5, minimum_throughput=2, break_duration=30), clock=lambda: 1000.0)
+    fraud = agent(MemoryStore(), publisher, model=model, breaker=breaker)
+    for first in (0, 6, 12):  # three cards, one high-risk payment each
+        score_batch(fraud, Batch("0", [charge(n, card=f"card-{first}")
+                                       for n in range(first, first + 6)]))
+    assert model.calls == 2 and breaker.state is BreakerState.OPEN
+    rationales = [alert.data["rationale"] for alert in publisher.alerts]
+    assert rationales[2].startswith("rules only (ReasonerOpen: ")
+    assert "is open" in rationales[2]
 
 
 def test_a_poison_event_is_parked_with_its_position_and_the_rest_is_scored() -> None:

@@ -2,7 +2,14 @@ import json
 
 import pytest
 
-from agents.orders.edge import BadRequest, order_id_for, place_order_request, request_hash
+from agents.contracts.orders import LOCATION_SCHEMA
+from agents.orders.edge import (
+    PLACE_ORDER_SCHEMA,
+    BadRequest,
+    order_id_for,
+    place_order_request,
+    request_hash,
+)
 
 BODY = {"customerId": "c-1", "card": "tok-ok",
         "items": [{"sku": "sku-1", "quantity": 2, "unitPriceCents": 500}]}
@@ -52,3 +59,25 @@ def test_unknown_fields_are_refused() -> None:
 def test_a_valid_body_becomes_line_items() -> None:
     request = place_order_request("k", _raw(BODY))
     assert [(i.sku, i.quantity, i.unit_price_cents) for i in request.items] == [("sku-1", 2, 500)]
+
+
+PARIS = {"country": "FR", "lat": 48.86, "lon": 2.35}
+
+
+def test_a_location_travels_with_the_order_into_the_saga_data() -> None:
+    order = place_order_request("k", _raw({**BODY, "location": PARIS}))
+    assert order.saga_data()["location"] == PARIS
+
+
+def test_an_order_without_a_location_carries_none() -> None:
+    assert "location" not in place_order_request("k", _raw(BODY)).saga_data()
+
+
+def test_a_location_off_the_globe_is_refused_with_the_path() -> None:
+    with pytest.raises(BadRequest, match="location/lat"):
+        place_order_request("k", _raw({**BODY, "location": {**PARIS, "lat": 91}}))
+
+
+def test_the_place_order_location_is_the_payment_streams_location() -> None:
+    schema = json.loads(PLACE_ORDER_SCHEMA.read_text())["properties"]["location"]
+    assert {k: v for k, v in schema.items() if k != "description"} == LOCATION_SCHEMA
