@@ -20,20 +20,17 @@ import azure.functions as func
 # annotations), so this import (azure-servicebus, uamqp, grpc) cannot be deferred.
 import azurefunctions.extensions.bindings.servicebus as servicebus
 
-from agents.backbone.envelope import Envelope
 from agents.backbone.errors import PoisonMessage
 from agents.backbone.lazy import Lazy
-from agents.backbone.processing import MessageProcessor
-from agents.backbone.saga import ALERT, IN_FLIGHT, LogEntry, LogEvent, SagaView
-from agents.backbone.schemas import SchemaRegistry
-from agents.backbone.settlement import Settlement, settle
 from agents.backbone.wire import parse_servicebus
-from agents.orders import entities, handlers
-from agents.orders.edge import IDEMPOTENCY_HEADER, BadRequest, place_order_request
-from agents.orders.handlers import OrdersAgent
+from agents.orders import entities
 
-if TYPE_CHECKING:
-    from agents.backbone.processing import Outcome
+if TYPE_CHECKING:  # the handlers, the saga engine and the unit of work load on first use
+    from agents.backbone.envelope import Envelope
+    from agents.backbone.processing import MessageProcessor, Outcome
+    from agents.backbone.saga import LogEntry, SagaView
+    from agents.backbone.schemas import SchemaRegistry
+    from agents.orders.handlers import OrdersAgent
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +56,8 @@ def problem(status: int, detail: str, headers: dict[str, str] | None = None
 def order_view(view: SagaView) -> dict[str, Any]:
     """What GET /api/orders/{id} shows: the saga's state and its step timeline, each entry
     the log's structured fields plus a `detail` sentence formatted from them."""
+    from agents.backbone.saga import IN_FLIGHT, LogEvent
+
     in_flight = [name for name, step in view.steps.items() if step["status"] in IN_FLIGHT]
 
     def detail(entry: LogEntry) -> str:
@@ -121,6 +120,9 @@ def place_order(req: func.HttpRequest, agent: OrdersAgent) -> func.HttpResponse:
 
 
 def _place_order(req: func.HttpRequest, agent: OrdersAgent) -> func.HttpResponse:
+    from agents.orders import handlers
+    from agents.orders.edge import IDEMPOTENCY_HEADER, BadRequest, place_order_request
+
     try:
         order = place_order_request(req.headers.get(IDEMPOTENCY_HEADER), req.get_body())
     except BadRequest as error:
@@ -135,6 +137,8 @@ def _place_order(req: func.HttpRequest, agent: OrdersAgent) -> func.HttpResponse
 
 
 def get_order(req: func.HttpRequest, agent: OrdersAgent) -> func.HttpResponse:
+    from agents.orders import handlers
+
     view = handlers.get_order(req.route_params["order_id"], agent)
     if view is None:
         return problem(404, "no such order")
@@ -160,6 +164,9 @@ def on_saga_message(message: servicebus.ServiceBusReceivedMessage,
     """A reply, a step deadline or a fraud alert for an order's saga, settled explicitly:
     poison dead-lettered at once with our reason, success completed after dispatch, a
     transient failure abandoned (SDK-type binding, on Azure as on devstack)."""
+    from agents.backbone.saga import ALERT
+    from agents.backbone.settlement import Settlement, settle
+    from agents.orders import handlers
 
     def work() -> Outcome[Any] | None:
         event = parse_servicebus(message.body, message.application_properties,

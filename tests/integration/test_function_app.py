@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +115,28 @@ def test_loading_the_app_composes_no_agent_until_a_function_is_invoked(
                                route_params={"order_id": "o1"})
     with pytest.raises(ConfigurationError, match=entities.CONNECTION):
         get_order(request)  # the first invocation composes the agent from the settings
+
+
+# Loaded on first use, never at indexing: each agent's handlers and bootstrap, the machinery
+# they run on (unit of work, outbox, saga engine, Table adapter, rate limiter) and every SDK
+# but the SDK-type Service Bus binding's (azure-servicebus, uamqp, grpc: its annotation types
+# must resolve when the worker indexes the app).
+FIRST_USE = ("agents.orders.handlers", "agents.orders.bootstrap", "agents.fraud.handlers",
+             "agents.fraud.bootstrap", "agents.triage.handlers", "agents.triage.bootstrap",
+             "agents.reasoning", "agents.backbone.processing", "agents.backbone.unit_of_work",
+             "agents.backbone.outbox", "agents.backbone.saga", "agents.backbone.tables",
+             "agents.backbone.ratelimit", "azure.data", "azure.identity", "azure.eventhub",
+             "azure.eventgrid", "azure.storage", "azure.monitor", "jsonschema", "tenacity",
+             "openai", "pyrate_limiter", "opentelemetry")
+
+
+def test_loading_the_app_as_deployed_loads_no_handler_no_store_and_no_other_sdk() -> None:
+    probe = ("import sys, function_app; print(sorted({m for m in sys.modules"
+             f" if m.startswith({FIRST_USE!r})}}))")
+    env = {name: value for name, value in os.environ.items() if name != simulated.SETTING}
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True, cwd=ROOT, env=env).stdout.strip()
+    assert loaded == "[]"
 
 
 SIMULATED = {"orders_inventory", "orders_payments", "orders_shipping", "orders_simulator_mode",
