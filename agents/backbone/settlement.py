@@ -2,7 +2,7 @@
 or (a `RetryLater`, such as an open breaker) reschedule a copy for later.
 
 Works with the SDK's `ServiceBusReceiver` (and anything with its settlement methods, such as
-the test broker) and with the Functions `ServiceBusMessageActions` of
+the tests' `Deliveries`) and with the Functions `ServiceBusMessageActions` of
 azurefunctions-extensions-bindings-servicebus (`complete`, `abandon`, `deadletter`).
 """
 

@@ -101,7 +101,7 @@ class RedeliverUntilDeadLettered:
         raise error
 
 
-# A harness that can dead-letter with the reason (the tests' function pump) installs its own.
+# A port: a host that can dead-letter with the reason from a classic trigger would install its own.
 poison_settlement: PoisonSettlement = RedeliverUntilDeadLettered()
 
 

@@ -49,7 +49,7 @@ def build(
     rate_limit: RatePolicy | None = None,
 ) -> OrdersAgent:
     """`table_prefix` keeps several stacks (tests, the demo) apart in one storage account;
-    `now` is the clock deadlines are scheduled by (a test broker's clock it can advance)."""
+    `now` is the clock deadlines are scheduled by (a test's clock it can advance)."""
     # What the saga consumes from other agents; the engine adds its commands and replies.
     schemas = SchemaRegistry(fraud.SCHEMAS)
 

@@ -1,5 +1,5 @@
 """Fixtures for backbone tests on Azurite (the table and counter are tests/integration's):
-a schema registry and broker each."""
+a schema registry and the test's deliveries each."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from agents.backbone import (
     RequestCounter,
     SchemaRegistry,
 )
-from tests.integration.backbone.broker import BrokerPublisher, InMemoryBroker
 from tests.integration.backbone.counter import register_counter_events
+from tests.integration.backbone.deliveries import Deliveries
 
 
 @pytest.fixture
@@ -24,30 +24,22 @@ def schemas() -> SchemaRegistry:
 
 
 @pytest.fixture
-def broker() -> InMemoryBroker:
-    return InMemoryBroker(max_delivery_count=5)
+def deliveries() -> Deliveries:
+    return Deliveries(max_deliveries=5)
 
 
 @pytest.fixture
-def publisher(processor: MessageProcessor) -> BrokerPublisher:
-    """The processor's publisher (records every row it was asked to publish)."""
-    chosen = processor.relay.publisher
-    assert isinstance(chosen, BrokerPublisher)
-    return chosen
-
-
-@pytest.fixture
-def processor(table: TableClient, broker: InMemoryBroker, schemas: SchemaRegistry,
+def processor(table: TableClient, deliveries: Deliveries, schemas: SchemaRegistry,
               counter: RequestCounter) -> MessageProcessor:
-    return make_processor(table, broker, schemas, counter)
+    return make_processor(table, deliveries, schemas, counter)
 
 
-def make_processor(table: TableClient, broker: InMemoryBroker, schemas: SchemaRegistry,
+def make_processor(table: TableClient, deliveries: Deliveries, schemas: SchemaRegistry,
                    counter: RequestCounter | None = None) -> MessageProcessor:
-    """A processor publishing to `broker` and reading time from the broker's clock, so
-    scheduled deadlines and the broker agree when a test advances time."""
-    relay = OutboxRelay(table, BrokerPublisher(broker), now=broker.now)
-    return MessageProcessor(table, relay, registry=schemas, counter=counter, now=broker.now)
+    """A processor publishing into `deliveries` and reading time from their clock, so
+    scheduled deadlines fall due when a test advances it."""
+    relay = OutboxRelay(table, deliveries, now=deliveries.now)
+    return MessageProcessor(table, relay, registry=schemas, counter=counter, now=deliveries.now)
 
 
 def rows(table: TableClient) -> dict[tuple[str, str], dict[str, object]]:

@@ -16,7 +16,7 @@ from agents.backbone import (
     UnitOfWork,
     parse_servicebus,
 )
-from tests.integration.backbone.broker import BrokerMessage
+from tests.integration.backbone.deliveries import Message
 
 INCREMENT = "counter.increment"
 INCREMENTED = "counter.incremented"
@@ -59,8 +59,8 @@ def project(event: Envelope, uow: UnitOfWork) -> None:
 
 def consumer(processor: MessageProcessor, registry: SchemaRegistry, handler: Any,
              partition_key: str | None = None):
-    """A queue consumer: parse the broker message as a CloudEvent, then handle it."""
-    def consume(message: BrokerMessage) -> Outcome[Any]:
+    """A queue consumer: parse the delivered message as a CloudEvent, then handle it."""
+    def consume(message: Message) -> Outcome[Any]:
         event = parse_servicebus(message.body, message.application_properties,
                                  registry=registry)
         return processor.handle(event, handler, partition_key=partition_key)

@@ -7,11 +7,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from azure.data.tables import TableServiceClient
-from azure.servicebus import ServiceBusMessage
 
 from agents.backbone import Envelope, OutboxRelay, UnitOfWork, run_unit_of_work, state_table
 from agents.backbone.outbox import DISPATCHED, MAX_REMEMBERED_PER_PARTITION
-from tests.integration.backbone.broker import BrokerPublisher, drain
 from tests.integration.backbone.conftest import make_processor
 from tests.integration.backbone.counter import (
     COMMANDS,
@@ -23,6 +21,7 @@ from tests.integration.backbone.counter import (
     increment_command,
     project,
 )
+from tests.integration.backbone.deliveries import Deliveries
 from tests.integration.backbone.faults import OutageTransport, StorageOutage
 
 
@@ -36,9 +35,9 @@ def test_a_handled_message_costs_one_read_and_one_transaction(processor, counter
     assert processor.relay.unmarked("c0") == outcomes[4].published
 
 
-def test_the_tail_is_marked_once_its_partition_has_been_idle(processor, table, broker):
+def test_the_tail_is_marked_once_its_partition_has_been_idle(processor, table, deliveries):
     [tail] = processor.handle(increment_command("c1"), increment).published
-    broker.advance(processor.relay.flush_after)
+    deliveries.advance(processor.relay.flush_after)
 
     other = processor.handle(increment_command("c2"), increment)
 
@@ -48,26 +47,26 @@ def test_the_tail_is_marked_once_its_partition_has_been_idle(processor, table, b
     assert other.requests == 3  # read, commit, and the idle partition's marks
 
 
-def test_the_sweeper_marks_its_own_relays_tail_without_republishing(processor, broker):
+def test_the_sweeper_marks_its_own_relays_tail_without_republishing(processor, deliveries):
     processor.handle(increment_command("c1"), increment)
     assert processor.relay.sweep(older_than=timedelta(0)) == []
     assert processor.relay.pending("c1") == []
-    assert broker.queue(EVENTS).sent == 1
+    assert len(deliveries.sent[EVENTS]) == 1
 
 
 def test_a_crash_after_publish_before_the_fold_leaves_rows_for_the_sweeper_and_one_effect(
-    table, schemas, broker
+    table, schemas, deliveries
 ):
-    crashed = make_processor(table, broker, schemas)
+    crashed = make_processor(table, deliveries, schemas)
     command = increment_command("c1", by=3)
-    broker.send(COMMANDS, ServiceBusMessage(command.to_json(), message_id=command.id))
-    drain(broker, {COMMANDS: consumer(crashed, schemas, increment)})
+    deliveries.send(COMMANDS, command.to_json().encode(), command.id)
+    deliveries.run({COMMANDS: consumer(crashed, schemas, increment)})
     [left] = crashed.relay.pending("c1")  # published, its mark lost with the process
 
-    restarted = make_processor(table, broker, schemas)
-    broker.advance(timedelta(minutes=2))
+    restarted = make_processor(table, deliveries, schemas)
+    deliveries.advance(timedelta(minutes=2))
     swept = restarted.relay.sweep(older_than=timedelta(minutes=1))
-    drain(broker, {EVENTS: consumer(restarted, schemas, project, partition_key=PROJECTION)})
+    deliveries.run({EVENTS: consumer(restarted, schemas, project, partition_key=PROJECTION)})
 
     assert [row.message_id for row in swept] == [left.message_id]
     assert restarted.relay.pending("c1") == []
@@ -92,14 +91,14 @@ def test_a_partition_with_more_unmarked_rows_than_the_bound_is_marked_at_once(pr
 
 
 def test_an_idle_flush_that_storage_refuses_leaves_the_rows_to_the_sweeper(
-    storage_connection_string, table, schemas, broker
+    storage_connection_string, table, schemas
 ):
     with StorageOutage() as outage:
         transport = OutageTransport(outage)
         service = TableServiceClient.from_connection_string(
             storage_connection_string, transport=transport, retry_total=0)
         flaky_table = state_table(service, table.table_name, create=False)
-        relay = OutboxRelay(flaky_table, BrokerPublisher(broker), flush_after=timedelta(0))
+        relay = OutboxRelay(flaky_table, Deliveries(), flush_after=timedelta(0))
         [row] = relay.publish(commit(table, schemas, "c1").outbox)
         transport.fail_next(1)
 

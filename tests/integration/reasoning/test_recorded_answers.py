@@ -20,7 +20,7 @@ from agents.backbone import (
 from agents.backbone.tables import table_key
 from agents.reasoning import Answer, Reasoner, RecordedAnswers, answer_row, azure_openai, record
 from devstack.llm import LocalModelServer
-from tests.integration.backbone.broker import BrokerPublisher, InMemoryBroker
+from tests.integration.backbone.deliveries import Deliveries
 from tests.unit.reasoning.support import classify_ticket
 
 TASK = classify_ticket()
@@ -36,7 +36,7 @@ def server() -> Iterator[LocalModelServer]:
 
 @pytest.fixture
 def processor(table: TableClient) -> MessageProcessor:
-    return MessageProcessor(table, OutboxRelay(table, BrokerPublisher(InMemoryBroker())),
+    return MessageProcessor(table, OutboxRelay(table, Deliveries()),
                             registry=SchemaRegistry())
 
 

@@ -1,4 +1,6 @@
-"""The saga engine on Azurite through the broker double: every saga ends terminal."""
+"""The saga engine with scripted participants, on the in-memory store, every message delivered
+by the test on its clock: every saga ends terminal. (Each reply and deadline in a stated
+order, one at a time: `test_saga_engine.py`.)"""
 
 from __future__ import annotations
 
@@ -6,13 +8,22 @@ import itertools
 import json
 
 import pytest
-from azure.servicebus import ServiceBusMessage
 
-from agents.backbone import Envelope, InvalidEvent, Settlement, reply_for
+from agents.backbone import (
+    Envelope,
+    InvalidEvent,
+    MessageProcessor,
+    OutboxRelay,
+    SchemaRegistry,
+    Settlement,
+    reply_for,
+)
+from agents.backbone.memory import MemoryStore
 from agents.backbone.saga import LogEvent, Phase
-from tests.integration.backbone.broker import InMemoryBroker
-from tests.integration.backbone.conftest import make_processor
-from tests.integration.backbone.saga_world import (
+from agents.backbone.store import Operation, Write
+from tests.integration.backbone.counter import register_counter_events
+from tests.integration.backbone.deliveries import Deliveries
+from tests.unit.backbone.saga_world import (
     ALERTS,
     FULFILMENT,
     REPLIES,
@@ -23,9 +34,33 @@ from tests.integration.backbone.saga_world import (
 OK = "ok"
 
 
+def make_processor(deliveries: Deliveries, schemas: SchemaRegistry) -> MessageProcessor:
+    """A processor on a fresh `MemoryStore`, publishing into `deliveries` on their clock."""
+    store = MemoryStore()
+    relay = OutboxRelay(store, deliveries, now=deliveries.now)
+    return MessageProcessor(store, relay, registry=schemas, now=deliveries.now)
+
+
 @pytest.fixture
-def world(processor, broker, schemas) -> World:
-    return World(processor, broker, schemas)
+def schemas() -> SchemaRegistry:
+    chosen = SchemaRegistry()
+    register_counter_events(chosen)
+    return chosen
+
+
+@pytest.fixture
+def deliveries() -> Deliveries:
+    return Deliveries(max_deliveries=5)
+
+
+@pytest.fixture
+def processor(deliveries: Deliveries, schemas: SchemaRegistry) -> MessageProcessor:
+    return make_processor(deliveries, schemas)
+
+
+@pytest.fixture
+def world(processor, deliveries, schemas) -> World:
+    return World(processor, deliveries, schemas)
 
 
 def test_happy_path_runs_every_step_in_order_and_completes(world):
@@ -51,9 +86,9 @@ def test_happy_path_runs_every_step_in_order_and_completes(world):
                                ("stock.release", OK)]),
 ], ids=["step1", "step2", "step3"])
 def test_failure_at_step_n_compensates_completed_steps_in_reverse_order(
-    processor, broker, schemas, failing, step, expected
+    processor, deliveries, schemas, failing, step, expected
 ):
-    world = World(processor, broker, schemas, {failing: ["fail"]})
+    world = World(processor, deliveries, schemas, {failing: ["fail"]})
     world.start("s1")
     world.run()
     view = world.view("s1")
@@ -62,7 +97,7 @@ def test_failure_at_step_n_compensates_completed_steps_in_reverse_order(
     assert view.failure == {"step": step, "reason": f"{failing} refused"}
 
 
-def test_repeated_and_late_replies_change_nothing(world, broker, processor):
+def test_repeated_and_late_replies_change_nothing(world, deliveries, processor):
     world.start("s1")
     world.run()
     before = world.view("s1")
@@ -71,9 +106,9 @@ def test_repeated_and_late_replies_change_nothing(world, broker, processor):
                              reason="changed my mind")
     repeat = reply_for(reserve, succeeded=True, source="/tests/participant")
     for reply in (late_failure, repeat):
-        broker.send(REPLIES, ServiceBusMessage(reply.to_json(), message_id=reply.id))
+        deliveries.send(REPLIES, reply.to_json().encode(), reply.id)
     settled = world.run()
-    assert [s for _, _, s in settled] == [Settlement.COMPLETED, Settlement.COMPLETED]
+    assert [d.settlement for d in settled] == [Settlement.COMPLETED, Settlement.COMPLETED]
     assert world.outcomes[-2:] == ["ignored: late or repeated reserve reply"] * 2
     assert world.view("s1") == before
 
@@ -89,13 +124,13 @@ def test_the_same_reply_delivered_again_is_recognised_by_the_inbox(world, proces
 
 
 def test_a_step_that_never_replies_times_out_and_the_saga_compensates(
-    processor, broker, schemas
+    processor, deliveries, schemas
 ):
-    world = World(processor, broker, schemas, {"payment.charge": ["silent"]})
+    world = World(processor, deliveries, schemas, {"payment.charge": ["silent"]})
     world.start("s1")
     world.run()
     assert world.view("s1").status == "running"
-    broker.advance(STEP_TIMEOUT * 2)
+    deliveries.advance(STEP_TIMEOUT * 2)
     world.run()
     view = world.view("s1")
     assert view.status == "compensated"
@@ -105,11 +140,11 @@ def test_a_step_that_never_replies_times_out_and_the_saga_compensates(
                              ("payment.refund", OK), ("stock.release", OK)]
 
 
-def test_a_timeout_arriving_after_its_step_completed_is_ignored(world, broker):
+def test_a_timeout_arriving_after_its_step_completed_is_ignored(world, deliveries):
     world.start("s1")
     world.run()
     before = world.view("s1")
-    broker.advance(STEP_TIMEOUT * 2)
+    deliveries.advance(STEP_TIMEOUT * 2)
     settled = world.run()
     assert len(settled) == 3  # one scheduled timeout per step, each settled normally
     assert world.outcomes[-3:] == [f"ignored: late {s} timeout" for s in ("reserve", "charge",
@@ -118,9 +153,9 @@ def test_a_timeout_arriving_after_its_step_completed_is_ignored(world, broker):
 
 
 def test_a_shipping_reply_after_its_deadline_completes_the_saga_and_refunds_nothing(
-    processor, broker, schemas
+    processor, deliveries, schemas
 ):
-    world = World(processor, broker, schemas, {"shipping.ship": ["late"]})
+    world = World(processor, deliveries, schemas, {"shipping.ship": ["late"]})
     world.start("s1")
     world.run_until_settled()
     view = world.view("s1")
@@ -135,10 +170,10 @@ def test_a_shipping_reply_after_its_deadline_completes_the_saga_and_refunds_noth
 
 
 def test_a_compensation_reply_arriving_after_the_next_attempt_was_sent_compensates(
-    processor, broker, schemas
+    processor, deliveries, schemas
 ):
     # refund attempt 1 is done but answers after its deadline; attempt 2 never answers
-    world = World(processor, broker, schemas,
+    world = World(processor, deliveries, schemas,
                   {"shipping.ship": ["fail"], "payment.refund": ["late", "silent"]})
     world.start("s1")
     world.run_until_settled()
@@ -147,13 +182,13 @@ def test_a_compensation_reply_arriving_after_the_next_attempt_was_sent_compensat
     assert view.steps["charge"]["status"] == "compensated"
     assert [kind for kind, _ in world.journal].count("payment.refund") == 2
     assert world.journal[-1] == ("stock.release", OK)
-    assert broker.dead_letters(REPLIES) == [] and broker.available(ALERTS) == []
+    assert deliveries.dead_letters.get(REPLIES, []) == [] and deliveries.pending(ALERTS) == []
 
 
 def test_a_late_success_for_a_step_being_compensated_is_recorded_and_changes_nothing(
-    processor, broker, schemas
+    processor, deliveries, schemas
 ):
-    world = World(processor, broker, schemas, {"payment.charge": ["late"]})
+    world = World(processor, deliveries, schemas, {"payment.charge": ["late"]})
     world.start("s1")
     world.run_until_settled()
     view = world.view("s1")
@@ -169,32 +204,32 @@ def test_a_late_success_for_a_step_being_compensated_is_recorded_and_changes_not
 
 
 def test_a_retriable_step_never_answering_is_re_sent_with_growing_delays_and_alerts_once(
-    processor, broker, schemas
+    processor, deliveries, schemas
 ):
-    world = World(processor, broker, schemas, {"shipping.ship": ["silent"]})
+    world = World(processor, deliveries, schemas, {"shipping.ship": ["silent"]})
     world.start("s1")
     shipped_at = []
     for _ in range(100):  # one due instant at a time, until one attempt past the alert
         world.run()
         ships = [c for c in world.commands if c.type == "shipping.ship"]
-        shipped_at += [broker.now()] * (len(ships) - len(shipped_at))
+        shipped_at += [deliveries.now()] * (len(ships) - len(shipped_at))
         if len(ships) > FULFILMENT.in_doubt_alert_after:
             break
-        broker.advance_to_next_scheduled()
+        deliveries.advance_to_next_scheduled()
     assert [c.data["attempt"] for c in ships] == list(range(1, len(ships) + 1))
     gaps = [later - earlier for earlier, later in itertools.pairwise(shipped_at)]
     assert gaps == sorted(gaps) and gaps[0] > STEP_TIMEOUT and gaps[-1] > gaps[0]
     view = world.view("s1")
     assert (view.status, view.steps["ship"]["status"]) == ("running", "in_doubt")
     assert "payment.refund" not in [kind for kind, _ in world.journal]
-    [alert] = broker.available(ALERTS)
+    [alert] = deliveries.pending(ALERTS)
     assert json.loads(alert.body)["data"]["attempts"] == FULFILMENT.in_doubt_alert_after
 
 
 def test_an_abort_with_a_retriable_step_in_flight_is_recorded_and_refused(
-    processor, broker, schemas
+    processor, deliveries, schemas
 ):
-    world = World(processor, broker, schemas, {"shipping.ship": ["late"]})
+    world = World(processor, deliveries, schemas, {"shipping.ship": ["late"]})
     world.start("s1")
     world.run()
     fraud = Envelope.new("counter.increment", {"by": 1}, source="/agents/fraud", subject="s1")
@@ -209,8 +244,8 @@ def test_an_abort_with_a_retriable_step_in_flight_is_recorded_and_refused(
         ("ship", "fraud")]
 
 
-def test_a_failing_compensation_is_retried_until_it_succeeds(processor, broker, schemas):
-    world = World(processor, broker, schemas,
+def test_a_failing_compensation_is_retried_until_it_succeeds(processor, deliveries, schemas):
+    world = World(processor, deliveries, schemas,
                   {"shipping.ship": ["fail"], "payment.refund": ["fail", "fail", OK]})
     world.start("s1")
     world.run_until_settled()
@@ -218,13 +253,13 @@ def test_a_failing_compensation_is_retried_until_it_succeeds(processor, broker, 
     assert view.status == "compensated"
     assert [kind for kind, _ in world.journal].count("payment.refund") == 3
     assert view.steps["charge"]["compensationAttempt"] == 3
-    assert broker.dead_letters(REPLIES) == []
+    assert deliveries.dead_letters.get(REPLIES, []) == []
 
 
 def test_a_compensation_failing_past_its_budget_is_dead_lettered_with_an_alert(
-    processor, broker, schemas
+    processor, deliveries, schemas
 ):
-    world = World(processor, broker, schemas,
+    world = World(processor, deliveries, schemas,
                   {"shipping.ship": ["fail"], "payment.refund": ["fail"]})
     world.start("s1")
     world.run_until_settled()
@@ -233,25 +268,25 @@ def test_a_compensation_failing_past_its_budget_is_dead_lettered_with_an_alert(
     assert view.steps["charge"]["status"] == "compensation_failed"
     assert view.steps["reserve"]["status"] == "compensated"  # the rest still compensated
     assert [kind for kind, _ in world.journal].count("payment.refund") == 3
-    [dead] = broker.dead_letters(REPLIES)
+    [dead] = deliveries.dead_letters[REPLIES]
     assert dead.dead_letter_reason == "CompensationExhausted"
     assert "charge" in (dead.dead_letter_error_description or "")
-    [alert] = broker.available(ALERTS)
+    [alert] = deliveries.pending(ALERTS)
     body = json.loads(alert.body)
     assert body["type"] == "backbone.saga.alert"
     assert body["data"] == {"sagaId": "s1", "saga": "fulfilment", "step": "charge",
                             "reason": "payment.refund refused", "attempts": 3}
 
 
-def test_every_saga_ends_in_a_terminal_state_under_triple_delivery(table, schemas):
-    broker = InMemoryBroker(copies=3)
-    processor = make_processor(table, broker, schemas)
-    world = World(processor, broker, schemas, {"shipping.ship": ["fail"]})
+def test_every_saga_ends_in_a_terminal_state_under_triple_delivery(schemas):
+    deliveries = Deliveries(copies=3)
+    processor = make_processor(deliveries, schemas)
+    world = World(processor, deliveries, schemas, {"shipping.ship": ["fail"]})
     for n in range(5):
         world.start(f"s{n}")
     world.run_until_settled()
     assert {world.view(f"s{n}").status for n in range(5)} == {"compensated"}
-    published = processor.relay.publisher.published
+    published = deliveries.published
     # Handlers ran for the extra deliveries too, but the inbox rejected their transactions,
     # so each command and reply was committed and published once.
     assert len([c for c in world.commands if c.type == "payment.refund"]) == 15
@@ -270,9 +305,9 @@ def test_an_event_the_saga_does_not_expect_is_poison(world, processor):
 
 
 def test_a_saga_aborted_from_outside_compensates_the_step_in_flight_too(
-    processor, broker, schemas
+    processor, deliveries, schemas
 ):
-    world = World(processor, broker, schemas, {"payment.charge": ["silent"]})
+    world = World(processor, deliveries, schemas, {"payment.charge": ["silent"]})
     world.start("s1")
     world.run()
     fraud = Envelope.new("counter.increment", {"by": 1}, source="/agents/fraud", subject="s1")
@@ -312,9 +347,9 @@ def test_the_step_log_records_structured_events_with_attempts(world):
 
 
 def test_a_failed_compensation_attempt_is_logged_with_its_attempt_and_reason(
-    processor, broker, schemas
+    processor, deliveries, schemas
 ):
-    world = World(processor, broker, schemas,
+    world = World(processor, deliveries, schemas,
                   {"shipping.ship": ["fail"], "payment.refund": ["fail", OK]})
     world.start("s1")
     world.run_until_settled()
@@ -328,8 +363,8 @@ def test_a_failed_compensation_attempt_is_logged_with_its_attempt_and_reason(
 
 def test_a_log_row_written_as_prose_before_structured_entries_still_reads(world, processor):
     world.start("s1")
-    processor.table.create_entity({"PartitionKey": "s1", "RowKey": "log|000000",
-                                   "Step": "reserve", "Phase": "action",
-                                   "What": "sent attempt 1"})
+    processor.store.submit([Operation(Write.INSERT, {
+        "PartitionKey": "s1", "RowKey": "log|000000", "Step": "reserve", "Phase": "action",
+        "What": "sent attempt 1"})])
     first = world.view("s1").log[0]
     assert (first.event, first.reason, first.at) == (LogEvent.NOTE, "sent attempt 1", None)

@@ -1,4 +1,5 @@
-"""A small fulfilment saga and scripted participants, all wired through the broker double.
+"""A small fulfilment saga and scripted participants on one `MemoryStore`, their messages
+delivered by the test's `Deliveries` on its clock.
 
 Steps: reserve (undo: release) -> charge (undo: refund), both compensable -> ship
 (retriable: a parcel is not recalled).
@@ -26,8 +27,8 @@ from agents.backbone import (
     reply_destination,
     reply_for,
 )
-from tests.integration.backbone.broker import BrokerMessage, InMemoryBroker, drain
 from tests.integration.backbone.counter import consumer
+from tests.integration.backbone.deliveries import Deliveries, Delivery, Message
 
 REPLIES, ALERTS = "saga-replies", "ops-alerts"
 STEP_TIMEOUT = timedelta(seconds=30)
@@ -51,11 +52,11 @@ SERVICES = ("inventory", "payments", "shipping")
 
 
 class World:
-    """The saga engine, its participants and the broker, driven step by step by a test."""
+    """The saga engine, its participants and their deliveries, driven step by step by a test."""
 
-    def __init__(self, processor: MessageProcessor, broker: InMemoryBroker, schemas: Any,
+    def __init__(self, processor: MessageProcessor, deliveries: Deliveries, schemas: Any,
                  script: dict[str, Iterable[str]] | None = None) -> None:
-        self.processor, self.broker, self.schemas = processor, broker, schemas
+        self.processor, self.deliveries, self.schemas = processor, deliveries, schemas
         self.engine = SagaEngine(FULFILMENT, registry=schemas)
         self.script = {kind: list(answers) for kind, answers in (script or {}).items()}
         self.journal: list[tuple[str, str]] = []
@@ -66,28 +67,27 @@ class World:
         self.processor.run(saga_id, lambda uow: self.engine.start(uow, {"amount": amount}),
                            inbox_id=f"start-{saga_id}")
 
-    def run(self) -> list[tuple[str, BrokerMessage, Any]]:
-        """Deliver everything that is due, everywhere, until all queues are idle."""
+    def consumers(self) -> dict[str, Any]:
         consumers = {service: self._participant(service) for service in SERVICES}
         consumers[REPLIES] = consumer(self.processor, self.schemas, self._saga)
-        return drain(self.broker, consumers)
+        return consumers
 
-    def run_until_settled(self, limit: int = 100) -> None:
+    def run(self) -> list[Delivery]:
+        """Deliver everything that is due, everywhere, until all queues are idle."""
+        return self.deliveries.run(self.consumers())
+
+    def run_until_settled(self) -> None:
         """Run, then move the clock to the next scheduled message (a retry, a deadline) and
         run again, until nothing is scheduled: one due instant at a time, as in real time."""
-        for _ in range(limit):
-            self.run()
-            if not self.broker.advance_to_next_scheduled():
-                return
-        raise RuntimeError(f"still scheduling after {limit} rounds")
+        self.deliveries.run_until_settled(self.consumers())
 
     def view(self, saga_id: str) -> SagaView:
-        found = SagaEngine.view(self.processor.table, saga_id)
+        found = SagaEngine.view(self.processor.store, saga_id)
         assert found is not None
         return found
 
     def _participant(self, service: str) -> Any:
-        def consume(message: BrokerMessage) -> Any:
+        def consume(message: Message) -> Any:
             command = parse_servicebus(message.body, message.application_properties,
                                        registry=self.schemas)
             return self.processor.handle(command, self._participate,
