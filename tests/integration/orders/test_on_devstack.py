@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableServiceClient
 from azure.eventhub.aio import EventHubConsumerClient
 from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
@@ -250,6 +251,64 @@ async def test_commands_delivered_twice_by_the_broker_charge_once(
     assert len(payment_calls) >= 2
     assert movements(azurite.connection_string, "orderspayments", f"charge-{order_id}",
                      "charge") == 1
+
+
+async def test_a_flaky_gateway_fails_two_deliveries_and_the_third_charges_once(
+        api: Api, azurite: Azurite, orders_host: FunctionsHost) -> None:
+    card = f"tok-flaky-{uuid.uuid4().hex[:6]}"
+    status, _ = await api.post("simulators/payments/mode",
+                               {"mode": "flaky", "scope": f"card:{card}"})
+    assert status == 200
+    order_id = await api.place(order_body(card=card))
+    assert (await api.settled(order_id))["status"] == "completed"
+    # Each failed invocation was abandoned by the host and the broker delivered it again.
+    payment_calls = [r.succeeded for r in orders_host.invoker.records
+                     if r.function_name == "orders_payments"]
+    assert payment_calls == [False, False, True]
+    assert movements(azurite.connection_string, "orderspayments", f"charge-{order_id}",
+                     "charge") == 1
+
+
+async def test_an_invalid_service_command_is_dead_lettered_by_max_delivery_count(
+        api: Api, devstack: DevStack, azurite: Azurite, orders_host: FunctionsHost) -> None:
+    """The services' classic trigger cannot dead-letter with a reason: it raises, the host
+    abandons, and the queue's MaxDeliveryCount (5) dead-letters the message."""
+    ledger = TableServiceClient.from_connection_string(
+        azurite.connection_string).get_table_client("orderspayments")
+
+    def ledger_rows() -> list[dict[str, Any]]:
+        try:
+            return [dict(e) for e in ledger.list_entities()]
+        except ResourceNotFoundError:  # not created until the services' first invocation
+            return []
+
+    before = ledger_rows()
+    saga_id = f"o-{uuid.uuid4().hex[:8]}"
+    invalid = Envelope.new("orders.payments.charge-payment", {
+        "sagaId": saga_id, "step": "charge_payment", "phase": "action", "attempt": 1,
+        "replyTo": "orders-saga", "payload": {"orderId": saga_id}}, source="/x", subject=saga_id)
+    async with ServiceBusClient.from_connection_string(devstack.connection_string) as client:
+        async with client.get_queue_sender(entities.PAYMENTS_QUEUE) as sender:
+            await sender.send_messages(ServiceBusMessage(
+                encode_body(invalid), message_id=invalid.id,
+                content_type=CLOUDEVENTS_CONTENT_TYPE))
+
+        async def dead_lettered() -> list[Any] | None:
+            async with client.get_queue_receiver(
+                    entities.PAYMENTS_QUEUE, sub_queue=ServiceBusSubQueue.DEAD_LETTER
+            ) as receiver:
+                received = await receiver.receive_messages(max_message_count=10,
+                                                           max_wait_time=0.5)
+                for message in received:
+                    await receiver.complete_message(message)
+                return [m for m in received if m.message_id == invalid.id] or None
+
+        (dead,) = await eventually(dead_lettered)
+    assert dead.dead_letter_reason == "MaxDeliveryCountExceeded"
+    failed = [r for r in orders_host.invoker.records
+              if r.function_name == "orders_payments" and not r.succeeded]
+    assert len(failed) == 5
+    assert ledger_rows() == before
 
 
 async def test_a_step_past_its_deadline_is_compensated_by_a_scheduled_timeout(
