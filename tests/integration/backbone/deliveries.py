@@ -9,9 +9,10 @@ due message to `consume` and settles it with the backbone's own `settle`: comple
 dead-lettered (kept in `dead_letters` with its reason), or abandoned (first in line again,
 delivery count + 1; after `max_deliveries` it is dead-lettered `MaxDeliveryCountExceeded`,
 the entity's MaxDeliveryCount). A scheduled message is due once `now()` reaches its time;
-the clock moves only by `advance`. `copies` delivers every message that many times, as when
-completions are lost. Locks, duplicate detection and the host's settlement are not modelled:
-those are Service Bus's, tested on devstack (`tests/devstack/`, `test_on_devstack.py`).
+the clock moves only when the test moves it (`advance`, `advance_to_next_scheduled`).
+`copies` delivers every message that many times, as when completions are lost. Locks,
+duplicate detection and the host's settlement are not modelled: those are Service Bus's,
+tested on devstack (`tests/devstack/`, `test_on_devstack.py`).
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ class Delivery:
     message_id: str
     delivery_count: int
     settlement: Settlement
-    reason: str | None = None
 
 
 Consumer = Callable[[Message], Outcome[Any] | None]
@@ -78,6 +78,8 @@ class _Settler:
 
 @dataclass
 class Deliveries:
+    """The queues of every destination a test's relays publish to, and its clock."""
+
     max_deliveries: int = 10
     copies: int = 1
     clock: datetime = START
@@ -142,7 +144,7 @@ class Deliveries:
         with self._lock:
             self._settled(queue, message, settlement, settler)
             delivery = Delivery(destination, message.message_id, message.delivery_count,
-                                settlement, settler.reason)
+                                settlement)
             self.delivered.append(delivery)
         return delivery
 
