@@ -11,6 +11,9 @@ as it talks to the Azure host's; a message it leaves unsettled is abandoned if t
 threw, else (autoCompleteMessages off) its lock runs out.
 Function-level retry policies do not apply: Service Bus redelivers by its delivery count.
 A listener never stops on an error: it logs it and reconnects with backoff.
+A message is settled on the link that delivered it, as by the .NET client Azure's host uses:
+once that link is gone (the connection dropped), its settlement fails with lock lost and the
+broker redelivers it when the lock runs out; the function still runs to completion.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.functions import meta
 from azure.functions.servicebus import ServiceBusMessage as FunctionMessage
@@ -32,7 +35,11 @@ from azure.servicebus import (
 from azure.servicebus.aio import AutoLockRenewer as AsyncAutoLockRenewer
 from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
 from azure.servicebus.amqp import AmqpMessageBodyType
-from azure.servicebus.exceptions import OperationTimeoutError
+from azure.servicebus.exceptions import (
+    MessageLockLostError,
+    OperationTimeoutError,
+    ServiceBusConnectionError,
+)
 
 from devstack.host import sdktype
 from devstack.host.index import FunctionSpec
@@ -44,6 +51,9 @@ log = logging.getLogger("devstack.host")
 RECONNECT_BASE_SECONDS = 0.5
 RECONNECT_MAX_SECONDS = 10.0
 HEALTHY_SECONDS = 30.0  # connected this long: the next failure backs off from the start
+# A receive holds its link while it waits, so a settlement waits at most this long for it.
+RECEIVE_WAIT_SECONDS = 0.2
+T = TypeVar("T")
 
 
 def _text(value: Any) -> Any:
@@ -117,12 +127,56 @@ def to_function_message(message: ServiceBusReceivedMessage) -> FunctionMessage:
     )
 
 
+class ReceiveLink:
+    """One receiver's link, used by one operation at a time.
+
+    The aio receiver is not safe for concurrent operations across a connection loss: the
+    operation that meets it closes the handler while another one is using it, which then
+    fails inside the SDK ("Handler shutting down", `'NoneType' object has no attribute
+    '_connection'` on `<entity>/$management`). Once an operation met a broken connection the
+    link is lost, and settling what it delivered fails with lock lost without calling the
+    SDK, whose retry would otherwise settle it over a new connection where Azure's host
+    cannot."""
+
+    def __init__(self, receiver: ServiceBusReceiver) -> None:
+        self.receiver = receiver
+        self._turn = asyncio.Lock()
+        self._lost: BaseException | None = None
+
+    async def receive(self, count: int) -> list[ServiceBusReceivedMessage]:
+        async with self._turn:
+            self._raise_if_lost()
+            try:
+                return await self.receiver.receive_messages(max_message_count=count,
+                                                            max_wait_time=RECEIVE_WAIT_SECONDS)
+            except BaseException as error:
+                self._lost = error
+                raise
+
+    async def settle(self, operation: Callable[[ServiceBusReceiver], Awaitable[T]]) -> T:
+        async with self._turn:
+            self._raise_if_lost()
+            try:
+                return await operation(self.receiver)
+            except ServiceBusConnectionError as error:
+                self._lost = error
+                self._raise_if_lost()
+                raise
+
+    def _raise_if_lost(self) -> None:
+        if self._lost is not None:
+            raise MessageLockLostError(
+                message="The lock supplied is invalid: the link that delivered the message "
+                        f"is gone ({type(self._lost).__name__}: {self._lost}).",
+                error=self._lost)
+
+
 class HeldLocks:
     """The messages of one invocation, settled by lock token (at most once each)."""
 
-    def __init__(self, receiver: ServiceBusReceiver,
+    def __init__(self, link: ReceiveLink,
                  received: Sequence[ServiceBusReceivedMessage]) -> None:
-        self._receiver = receiver
+        self._link = link
         self._by_token = {str(m.lock_token): m for m in received}
         self.settled: set[str] = set()
 
@@ -134,24 +188,29 @@ class HeldLocks:
         return self._by_token[lock_token]
 
     async def complete(self, lock_token: str) -> None:
-        await self._receiver.complete_message(self._take(lock_token))
+        message = self._take(lock_token)
+        await self._link.settle(lambda r: r.complete_message(message))
 
     async def abandon(self, lock_token: str) -> None:
-        await self._receiver.abandon_message(self._take(lock_token))
+        message = self._take(lock_token)
+        await self._link.settle(lambda r: r.abandon_message(message))
 
     async def deadletter(self, lock_token: str, reason: str | None,
                          description: str | None) -> None:
-        await self._receiver.dead_letter_message(self._take(lock_token), reason=reason,
-                                                 error_description=description)
+        message = self._take(lock_token)
+        await self._link.settle(lambda r: r.dead_letter_message(
+            message, reason=reason, error_description=description))
 
     async def defer(self, lock_token: str) -> None:
-        await self._receiver.defer_message(self._take(lock_token))
+        message = self._take(lock_token)
+        await self._link.settle(lambda r: r.defer_message(message))
 
     async def renew_lock(self, lock_token: str) -> None:
         if lock_token in self.settled:
             raise AlreadySettled(f"the message with lock token {lock_token} is already "
                                  "settled")
-        await self._receiver.renew_message_lock(self._by_token[lock_token])
+        message = self._by_token[lock_token]
+        await self._link.settle(lambda r: r.renew_message_lock(message))
 
     @property
     def tokens(self) -> list[str]:
@@ -241,7 +300,10 @@ class ServiceBusListener:
         while True:
             started = loop.time()
             try:
-                async with ServiceBusClient.from_connection_string(self._connection) as client:
+                # No retries inside the SDK: a retried operation reconnects on its own, and
+                # this listener reconnects instead (see ReceiveLink).
+                async with ServiceBusClient.from_connection_string(
+                        self._connection, retry_total=0) as client:
                     if self._sessions:
                         # A TaskGroup, so one session loop's failure stops its siblings too.
                         async with asyncio.TaskGroup() as group:
@@ -264,12 +326,11 @@ class ServiceBusListener:
     async def _pump(self, client: ServiceBusClient) -> None:
         async with self._receiver(client) as receiver, \
                 AsyncAutoLockRenewer(max_lock_renewal_duration=self._lock_renewal) as renewer:
+            link = ReceiveLink(receiver)
             while True:
                 await self._slots.acquire()
                 try:
-                    count = self._batch_size if self._many else 1
-                    received = await receiver.receive_messages(max_message_count=count,
-                                                               max_wait_time=1)
+                    received = await link.receive(self._batch_size if self._many else 1)
                 except BaseException:
                     self._slots.release()
                     raise
@@ -279,8 +340,8 @@ class ServiceBusListener:
                 for message in received:
                     renewer.register(receiver, message)
                 # Invocations outlive a broken receiver, as on Azure: they finish, and
-                # settling on the closed link fails and is logged (the lock then expires).
-                task = asyncio.create_task(self._handle(receiver, received))
+                # settling on the lost link fails with lock lost and is logged.
+                task = asyncio.create_task(self._handle(link, received))
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
                 task.add_done_callback(lambda _: self._slots.release())
@@ -294,9 +355,10 @@ class ServiceBusListener:
                         max_lock_renewal_duration=self._lock_renewal) as renewer:
                     assert receiver.session is not None
                     renewer.register(receiver, receiver.session)
+                    link = ReceiveLink(receiver)
                     # One message at a time: a session is processed in order.
                     async for message in receiver:
-                        await self._handle(receiver, [message])
+                        await self._handle(link, [message])
             except OperationTimeoutError:
                 continue  # no session was available; ask again
 
@@ -306,11 +368,11 @@ class ServiceBusListener:
         messages = [to_function_message(m) for m in received]
         return messages if self._many else messages[0]
 
-    async def _handle(self, receiver: ServiceBusReceiver,
+    async def _handle(self, link: ReceiveLink,
                       received: Sequence[ServiceBusReceivedMessage]) -> None:
         """Invoke and settle; nothing raised here escapes the task (a lost lock, a dropped
         connection: the message is redelivered, and that is logged)."""
-        held = HeldLocks(receiver, received)
+        held = HeldLocks(link, received)
         loop = asyncio.get_running_loop()
         if self._settlement is not None:
             for token in held.tokens:

@@ -178,6 +178,60 @@ async def test_listener_keeps_receiving_after_its_connections_are_dropped(
     assert sorted(str(r) for r in replies) == ["handled:after", "handled:before"]
 
 
+async def hold(servicebus, tmp_path, count: int) -> list:
+    """Send `count` messages to sb_held and wait until its invocations hold them all."""
+    releases = [tmp_path / f"release-{n}" for n in range(count)]
+    await send(servicebus.connection_string, "sample-held",
+               *[ServiceBusMessage(str(release)) for release in releases])
+    await eventually(lambda: all(r.with_suffix(".started").exists() for r in releases))
+    return releases
+
+
+def settlement_warnings(caplog) -> list[str]:
+    return [m for m in caplog.messages if "could not complete message" in m]
+
+
+async def test_invocations_in_flight_when_the_connection_drops_finish_and_lose_their_locks(
+        servicebus, start_host, tmp_path, caplog):
+    connection = servicebus.connection_string
+    host = await start_host("sb_held", SAMPLE_SERVICEBUS=connection)
+    releases = await hold(servicebus, tmp_path, 3)  # maxConcurrentCalls 4: still receiving
+    assert servicebus.faults.drop_connections() >= 1
+    await eventually(lambda: any("reconnecting" in m for m in caplog.messages))
+    for release in releases:
+        release.touch()
+    # As on Azure: each function runs to completion, and its settlement fails with lock lost
+    # (the link that delivered it is gone).
+    await eventually(lambda: len(settlement_warnings(caplog)) == 3)
+    assert all("MessageLockLostError" in m for m in settlement_warnings(caplog))
+    assert len([r for r in host.invoker.records if r.succeeded]) == 3
+    # The service redelivers them when their locks run out; expire them now, not in 30 s.
+    assert servicebus.faults.expire_locks("sample-held") == 3
+    await eventually(lambda: len([r for r in host.invoker.records if r.succeeded]) == 6)
+    assert await receive(connection, "sample-held") == []
+    assert not any("Handler shutting down" in m or "never retrieved" in m
+                   for m in caplog.messages)
+
+
+async def test_settlements_that_meet_a_dropped_connection_together_fail_with_lock_lost(
+        servicebus, start_host, tmp_path, caplog):
+    connection = servicebus.connection_string
+    host = await start_host("sb_held", SAMPLE_SERVICEBUS=connection)
+    # Every slot taken (maxConcurrentCalls 4): no receive is pending to notice the drop, so
+    # the four settlements meet it at once.
+    releases = await hold(servicebus, tmp_path, 4)
+    assert servicebus.faults.drop_connections() >= 1
+    for release in releases:
+        release.touch()
+    await eventually(lambda: len(settlement_warnings(caplog)) == 4)
+    assert all("MessageLockLostError" in m for m in settlement_warnings(caplog))
+    assert not any("Handler shutting down" in m for m in caplog.messages)
+    # The listener goes on: the four come back once their locks are gone, and are completed.
+    assert servicebus.faults.expire_locks("sample-held") == 4
+    await eventually(lambda: len([r for r in host.invoker.records if r.succeeded]) == 8)
+    assert await receive(connection, "sample-held") == []
+
+
 async def test_topic_subscription_trigger_receives_what_the_topic_got(servicebus, start_host,
                                                                       azurite):
     connection = servicebus.connection_string
