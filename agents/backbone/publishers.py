@@ -6,12 +6,15 @@ Any SDK failure raises `PublishFailed`; the rows then stay pending.
 
 A publisher owns the SDK clients it is given: `close()` (or leaving its `with` block) closes
 them. Each destination has its own sender and lock, so a busy or reconnecting entity delays
-only the rows sent to it.
+only the rows sent to it; and a Service Bus destination's sends have a time budget
+(`SEND_TIMEOUT_SECONDS`), so a handler thread waits seconds for a throttled entity, not the
+SDK's full back-off, while the others' threads keep working.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +45,9 @@ if TYPE_CHECKING:
     )
 
 _EVENTGRID_CHUNK = 100
+# Room for a reconnect after a dropped connection (~2.6 s with the SDK's default back-off) or
+# one server-busy answer (1.6 s); a longer throttle fails the send, and redelivery retries it.
+SEND_TIMEOUT_SECONDS = 3.0
 
 
 def _sdk_errors(*more: type[Exception]) -> tuple[type[Exception], ...]:
@@ -155,25 +161,42 @@ class ServiceBusPublisher(Closing):
     `topics` names the destinations that are topics; every other destination is a queue.
     `sessions` names the session-enabled ones (SessionId = the event's partition key).
     Sends to different entities run in parallel; closing closes the senders and `client`.
+
+    `send_timeout` bounds the wait for a destination's sender and then its sends: it is the
+    SDK's own `timeout` (the whole operation, reconnects and retries included), so a back-off
+    that would outlast it is not started. Past it the rows raise `PublishFailed` and stay
+    pending: a Service Bus trigger abandons the message, its redelivery publishes them again,
+    and the sweeper is the net. None: the client's retry policy alone decides.
     """
 
     def __init__(self, client: ServiceBusClient, *, topics: Collection[str] = (),
-                 sessions: Collection[str] = ()) -> None:
+                 sessions: Collection[str] = (),
+                 send_timeout: float | None = SEND_TIMEOUT_SECONDS) -> None:
+        if send_timeout is not None and send_timeout <= 0:
+            raise ConfigurationError(f"send_timeout must be positive seconds, not {send_timeout}")
         self._client = client
         self._topics = frozenset(topics)
         self._sessions = frozenset(sessions)
+        self._send_timeout = send_timeout
         self._senders: dict[str, _Sender] = {}
         self._lock = threading.Lock()  # guards `_senders` only, never held across a send
 
     def publish(self, rows: Sequence[OutboxRow]) -> None:
         for destination, group in by_destination(rows).items():
             target = self._sender(destination)
+            if not target.lock.acquire(timeout=-1 if self._send_timeout is None
+                                       else self._send_timeout):
+                raise PublishFailed(
+                    f"Service Bus send to {destination} failed: another send held its sender "
+                    f"for the whole {self._send_timeout:g} s budget")
             try:
-                with target.lock:
-                    self._send(target.sender, group, session=destination in self._sessions)
+                self._send(target.sender, group, session=destination in self._sessions,
+                           budget=self._send_timeout)
             except _sdk_errors() as error:
                 raise PublishFailed(
                     f"Service Bus send to {destination} failed: {error}") from error
+            finally:
+                target.lock.release()
 
     def close(self) -> None:
         with self._lock:
@@ -193,8 +216,20 @@ class ServiceBusPublisher(Closing):
             return self._senders[destination]
 
     @staticmethod
-    def _send(sender: ServiceBusSender, rows: list[OutboxRow], *, session: bool) -> None:
+    def _send(sender: ServiceBusSender, rows: list[OutboxRow], *, session: bool,
+              budget: float | None) -> None:
+        # A sender's first batch opens its link, under the client's retry policy; the budget
+        # starts after it and covers the sends (reconnects and retries included).
         batch: ServiceBusMessageBatch = sender.create_message_batch()
+        deadline = None if budget is None else time.monotonic() + budget
+
+        def send(batch: ServiceBusMessageBatch) -> None:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise PublishFailed(f"Service Bus send to {sender.entity_name} failed: its "
+                                    f"{budget:g} s budget was spent before this batch")
+            sender.send_messages(batch, timeout=left)
+
         for row in rows:
             message = to_servicebus_message(row, session=session)
             try:
@@ -202,11 +237,11 @@ class ServiceBusPublisher(Closing):
             except ValueError:
                 if len(batch) == 0:
                     raise
-                sender.send_messages(batch)
+                send(batch)
                 batch = sender.create_message_batch()
                 batch.add_message(message)
         if len(batch):
-            sender.send_messages(batch)
+            send(batch)
 
 
 def to_event_data(row: OutboxRow) -> EventData:
