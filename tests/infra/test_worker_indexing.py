@@ -1,8 +1,9 @@
 """The real Python worker (azure-functions-runtime, Python 3.13) accepts the app's functions:
 SDK-type Service Bus triggers with a ServiceBusMessageActions parameter included.
 
-Needs a Python 3.13 with azure-functions-runtime and requirements.txt installed; set
-FUNCTIONS_RUNTIME_PYTHON to it (default: pyenv's 3.13.0). Skipped, saying why, without one.
+Needs a Python 3.13 with azure-functions-runtime and requirements.txt installed: `make test`
+builds `.venv-worker` (requirements-worker.txt) when the machine has a Python 3.13;
+FUNCTIONS_RUNTIME_PYTHON points elsewhere. Skipped, saying why, without one.
 Without it, the worker's annotation rule is still checked here on every function.
 """
 
@@ -12,7 +13,6 @@ import collections.abc
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import types
 import typing
@@ -52,19 +52,16 @@ def _runtime_python() -> str | None:
     configured = os.environ.get("FUNCTIONS_RUNTIME_PYTHON")
     if configured:
         return configured
-    pyenv = shutil.which("pyenv")
-    if pyenv is None:
-        return None
-    root = subprocess.run([pyenv, "root"], capture_output=True, text=True).stdout.strip()
-    candidate = Path(root) / "versions" / "3.13.0" / "bin" / "python3.13"
-    return str(candidate) if candidate.exists() else None
+    built = REPO / ".venv-worker" / "bin" / "python"
+    return str(built) if built.exists() else None
 
 
 @pytest.fixture(scope="module")
 def runtime_python() -> str:
     python = _runtime_python()
     if python is None:
-        pytest.skip("no Python 3.13 (set FUNCTIONS_RUNTIME_PYTHON)")
+        pytest.skip("no 3.13 worker venv: `make worker` builds .venv-worker when a Python 3.13 is "
+                    "here (or set FUNCTIONS_RUNTIME_PYTHON)")
     probe = subprocess.run([python, "-c", "import azure_functions_runtime, "
                             "azurefunctions.extensions.bindings.servicebus, azure.data.tables"],
                            capture_output=True, text=True)
