@@ -20,6 +20,7 @@ from agents.orders.blueprint import blueprint as orders_blueprint
 from agents.triage.blueprint import blueprint as triage_blueprint
 
 if TYPE_CHECKING:
+    from agents.backbone.publishers import Publisher
     from agents.fraud.handlers import FraudAgent
     from agents.orders.handlers import OrdersAgent
     from agents.orders.simulated.handlers import SimulatedServices
@@ -39,6 +40,12 @@ def compose_fraud() -> FraudAgent:
 
     telemetry.configure(os.environ)
     return bootstrap.bootstrap(os.environ)
+
+
+def compose_fraud_parking() -> Publisher:
+    from agents.fraud import bootstrap
+
+    return bootstrap.parking(os.environ)
 
 
 def compose_triage() -> TriageAgent:
@@ -63,7 +70,7 @@ def compose_simulated() -> SimulatedServices:
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(orders_blueprint(compose_orders))
-app.register_functions(fraud_blueprint(compose_fraud))
+app.register_functions(fraud_blueprint(compose_fraud, compose_fraud_parking))
 app.register_functions(triage_blueprint(compose_triage, triage_webhook))
 if simulated.enabled(os.environ):
     from agents.orders.simulated.blueprint import blueprint as simulated_blueprint

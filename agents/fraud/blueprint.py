@@ -18,6 +18,7 @@ from agents.backbone.lazy import Lazy
 from agents.fraud import entities
 
 if TYPE_CHECKING:  # the handlers load the Tables SDK and jsonschema: first invocation only
+    from agents.backbone.publishers import Publisher
     from agents.fraud.handlers import Batch, FraudAgent
 
 log = logging.getLogger(__name__)
@@ -51,21 +52,31 @@ def batch_of(events: Sequence[func.EventHubEvent]) -> Batch:
 
 
 def on_payments(events: Sequence[func.EventHubEvent], context: func.Context,
-                agent: FraudAgent) -> None:
+                agent: Callable[[], FraudAgent], parking: Callable[[], Publisher]) -> None:
     """Score the batch. A failure raises so the retry policy retries the batch; on the last
-    retry the batch is parked instead, because the checkpoint moves past it either way."""
-    from agents.fraud.handlers import park_batch, score_batch
+    retry the batch is parked instead, because the checkpoint moves past it either way. If
+    the agent itself cannot be composed, `parking()` (composed on its own) parks it."""
+    from agents.fraud.handlers import park_batch, park_uncomposed, score_batch
 
     batch = batch_of(events)
     if not batch.events:
         return
     try:
-        result = score_batch(agent, batch)
+        fraud = agent()
     except Exception as error:
-        retry = context.retry_context
-        if retry.max_retry_count < 0 or retry.retry_count < retry.max_retry_count:
+        if _retries_remain(context):
             raise
-        parked = park_batch(agent, batch, error)
+        parked = park_uncomposed(parking(), batch, error)
+        log.error("partition %s: the fraud agent could not be composed (%s); retries "
+                  "exhausted, parked %d events on %s", batch.partition_id, error, len(parked),
+                  entities.POISON_QUEUE)
+        return
+    try:
+        result = score_batch(fraud, batch)
+    except Exception as error:
+        if _retries_remain(context):
+            raise
+        parked = park_batch(fraud, batch, error)
         log.error("partition %s: retries exhausted (%s); parked %d events on %s",
                   batch.partition_id, error, len(parked), entities.POISON_QUEUE)
         return
@@ -74,9 +85,17 @@ def on_payments(events: Sequence[func.EventHubEvent], context: func.Context,
              len(result.parked), result.already_applied, result.transactions)
 
 
-def blueprint(compose: Callable[[], FraudAgent]) -> func.Blueprint:
-    """The fraud functions over one agent, `compose()`d on the first invocation."""
+def _retries_remain(context: func.Context) -> bool:
+    retry = context.retry_context
+    return retry.max_retry_count < 0 or retry.retry_count < retry.max_retry_count
+
+
+def blueprint(compose: Callable[[], FraudAgent], compose_parking: Callable[[], Publisher]
+              ) -> func.Blueprint:
+    """The fraud functions over one agent, `compose()`d on the first invocation;
+    `compose_parking()` gives what parks a batch while `compose` keeps failing."""
     agent = Lazy(compose)
+    parking = Lazy(compose_parking)
     bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
     @bp.function_name("fraud_score_payments")
@@ -88,7 +107,7 @@ def blueprint(compose: Callable[[], FraudAgent]) -> func.Blueprint:
     # typing.List: the Python worker refuses `list[...]` ("invalid non-type annotation").
     def fraud_score_payments(events: List[func.EventHubEvent],  # noqa: UP006
                              context: func.Context) -> None:
-        on_payments(events, context, agent.get())
+        on_payments(events, context, agent.get, parking.get)
 
     @bp.function_name("fraud_outbox_sweeper")
     @bp.timer_trigger(arg_name="timer", schedule=SWEEP_SCHEDULE)

@@ -60,3 +60,10 @@ def bootstrap(env: Mapping[str, str]) -> FraudAgent:
     reasoner = reasoner_from_settings(env, breaker_table=state_table(tables, BREAKERS_TABLE))
     return build(state_table(tables, STATE_TABLE), publisher, reasoner=reasoner,
                  rules=Rules.from_settings(env))
+
+
+def parking(env: Mapping[str, str]) -> Publisher:
+    """What parks a batch when `bootstrap(env)` keeps failing: the Service Bus client alone
+    (no storage, no rules, no model), so a bad setting elsewhere cannot stop it."""
+    return ServiceBusPublisher(settings.servicebus_client(entities.SERVICEBUS_CONNECTION,
+                                                          env=env))

@@ -137,7 +137,8 @@ def score_batch(agent: FraudAgent, batch: Batch) -> BatchResult:
     for _ in range(agent.attempts):
         state = agent.cached(batch.partition_id) or _load(agent.store, batch.partition_id)
         result = BatchResult()
-        result.parked = [_park(agent, batch.partition_id, event, error)
+        result.parked = [_park(agent.parking, batch.partition_id, event, error, hub=agent.hub,
+                               consumer_group=agent.consumer_group)
                          for event, error in poison if event.sequence_number > state.mark]
         fresh = [p for p in payments if p.sequence_number > state.mark]
         result.already_applied = len(payments) - len(fresh)
@@ -162,9 +163,19 @@ def park_batch(agent: FraudAgent, batch: Batch, error: BaseException) -> list[En
     the checkpoint that follows loses nothing; `agents.ops poison` replays them."""
     state = agent.cached(batch.partition_id)
     mark = -1 if state is None else state.mark
-    return [_park(agent, batch.partition_id, event, error)
+    return [_park(agent.parking, batch.partition_id, event, error, hub=agent.hub,
+                  consumer_group=agent.consumer_group)
             for event in sorted(batch.events, key=lambda e: e.sequence_number)
             if event.sequence_number > mark]
+
+
+def park_uncomposed(parking: Publisher, batch: Batch, error: BaseException) -> list[Envelope]:
+    """Retries exhausted and the agent could not even be composed (a bad setting, storage
+    down at start): park every event of the batch through `parking`, composed on its own.
+    Nothing is known of the mark, so a re-read event may be parked too; replayed, its card
+    window knows its event id, and a second alert would carry the first one's id."""
+    return [_park(parking, batch.partition_id, event, error)
+            for event in sorted(batch.events, key=lambda e: e.sequence_number)]
 
 
 def _payment(agent: FraudAgent, event: RawEvent) -> Payment:
@@ -175,15 +186,16 @@ def _payment(agent: FraudAgent, event: RawEvent) -> Payment:
     return Payment.from_event(envelope.id, envelope.data, envelope.time, event.sequence_number)
 
 
-def _park(agent: FraudAgent, partition_id: str, event: RawEvent, error: BaseException
+def _park(parking: Publisher, partition_id: str, event: RawEvent, error: BaseException, *,
+          hub: str = entities.PAYMENTS_HUB, consumer_group: str = entities.CONSUMER_GROUP
           ) -> Envelope:
-    parked = parked_event(source=fraud.SOURCE, hub=agent.hub,
-                          consumer_group=agent.consumer_group, partition_id=partition_id,
-                          offset=event.offset, sequence_number=event.sequence_number,
-                          body=event.body, properties=event.properties, error=error)
-    park(agent.parking, entities.POISON_QUEUE, parked)
-    log.error("parked event %s/%s seq %d on %s: %s", agent.hub, partition_id,
-              event.sequence_number, entities.POISON_QUEUE, parked.data["reason"])
+    parked = parked_event(source=fraud.SOURCE, hub=hub, consumer_group=consumer_group,
+                          partition_id=partition_id, offset=event.offset,
+                          sequence_number=event.sequence_number, body=event.body,
+                          properties=event.properties, error=error)
+    park(parking, entities.POISON_QUEUE, parked)
+    log.error("parked event %s/%s seq %d on %s: %s", hub, partition_id, event.sequence_number,
+              entities.POISON_QUEUE, parked.data["reason"])
     return parked
 
 
