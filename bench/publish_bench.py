@@ -140,8 +140,8 @@ def _handler(queue: str, context: OrdersAgent, services: SimulatedServices, cloc
         if queue != entities.SAGA_QUEUE:
             command = parse_servicebus(b"".join(message.body), message.application_properties,
                                        registry=services.schemas)
-            simulated_handlers.handle_service_command(command, message.delivery_count or 1,
-                                                      services)
+            # No flaky mode in the bench: every command is handled on its first attempt.
+            simulated_handlers.handle_service_command(command, 1, services)
             return
         event = parse_servicebus(b"".join(message.body), message.application_properties,
                                  registry=context.schemas)

@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
@@ -20,16 +20,13 @@ import azure.functions as func
 # annotations), so this import (azure-servicebus, uamqp, grpc) cannot be deferred.
 import azurefunctions.extensions.bindings.servicebus as servicebus
 
-from agents.backbone.errors import PoisonMessage
 from agents.backbone.lazy import Lazy
 from agents.backbone.wire import parse_servicebus
 from agents.orders import entities
 
 if TYPE_CHECKING:  # the handlers, the saga engine and the unit of work load on first use
-    from agents.backbone.envelope import Envelope
     from agents.backbone.processing import MessageProcessor, Outcome
     from agents.backbone.saga import LogEntry, SagaView
-    from agents.backbone.schemas import SchemaRegistry
     from agents.orders.handlers import OrdersAgent
 
 log = logging.getLogger(__name__)
@@ -86,25 +83,6 @@ def order_view(view: SagaView) -> dict[str, Any]:
     }
 
 
-class PoisonSettlement(Protocol):
-    """How a trigger dead-letters a message that can never be handled."""
-
-    def dead_letter(self, message: func.ServiceBusMessage, error: PoisonMessage) -> None: ...
-
-
-class RedeliverUntilDeadLettered:
-    """The classic `func.ServiceBusMessage` binding (the simulated services' triggers, which
-    need the delivery count the SDK-type binding does not carry) cannot dead-letter: the
-    trigger raises, the host abandons, and MaxDeliveryCount dead-letters the message."""
-
-    def dead_letter(self, message: func.ServiceBusMessage, error: PoisonMessage) -> None:
-        raise error
-
-
-# A port: a host that can dead-letter with the reason from a classic trigger would install its own.
-poison_settlement: PoisonSettlement = RedeliverUntilDeadLettered()
-
-
 def place_order(req: func.HttpRequest, agent: OrdersAgent) -> func.HttpResponse:
     """Rate-limited per caller: a refusal is a 429 with `Retry-After`; every answer carries
     the `RateLimit` / `RateLimit-Policy` headers."""
@@ -143,20 +121,6 @@ def get_order(req: func.HttpRequest, agent: OrdersAgent) -> func.HttpResponse:
     if view is None:
         return problem(404, "no such order")
     return json_response(order_view(view), 200)
-
-
-def consume(message: func.ServiceBusMessage, schemas: SchemaRegistry,
-             handle: Callable[[Envelope], object]) -> None:
-    """Classic binding: parse and handle; returning lets the host complete the message
-    (after dispatch), raising makes it abandon the message for redelivery."""
-    try:
-        event = parse_servicebus(message.get_body(), message.application_properties,
-                                 registry=schemas)
-        handle(event)
-    except PoisonMessage as error:
-        log.error("poison message %s: %s: %s", message.message_id, error.reason,
-                  error.description)
-        poison_settlement.dead_letter(message, error)
 
 
 def on_saga_message(message: servicebus.ServiceBusReceivedMessage,

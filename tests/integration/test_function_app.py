@@ -62,17 +62,16 @@ def _servicebus_entities() -> set[str]:
 
 
 def test_each_orders_queue_triggers_its_function_on_the_orders_connection() -> None:
-    # The saga settles itself (SDK-type binding); the local-only simulated services let the
-    # host complete or abandon (their flaky mode needs the delivery count the classic binding has).
-    expected = {"orders_saga": (entities.SAGA_QUEUE, False),
-                "orders_inventory": (entities.INVENTORY_QUEUE, True),
-                "orders_payments": (entities.PAYMENTS_QUEUE, True),
-                "orders_shipping": (entities.SHIPPING_QUEUE, True)}
-    for name, (queue, auto_complete) in expected.items():
+    # Every one settles itself (SDK-type binding), the simulated services' too.
+    expected = {"orders_saga": entities.SAGA_QUEUE,
+                "orders_inventory": entities.INVENTORY_QUEUE,
+                "orders_payments": entities.PAYMENTS_QUEUE,
+                "orders_shipping": entities.SHIPPING_QUEUE}
+    for name, queue in expected.items():
         trigger = _trigger(name)
         assert (trigger["type"], trigger["queueName"], trigger["connection"]) == (
             "serviceBusTrigger", queue, "ORDERS_SERVICEBUS")
-        assert trigger["autoCompleteMessages"] is auto_complete, name
+        assert trigger["autoCompleteMessages"] is False, name
 
 
 def test_fraud_alerts_reach_the_saga_through_the_orders_subscription() -> None:

@@ -1,21 +1,27 @@
 """The simulated services' functions: the three service queues, the failure-mode route and
 their ledgers' outbox timers. `function_app.py` registers `blueprint(compose)` only when
 `ORDERS_SIMULATORS_ENABLED` is true; the services are composed on the first invocation.
+
+The queue triggers settle each command themselves, as the saga's do (SDK-type binding):
+poison is dead-lettered at once with its reason, a flaky attempt is put back for later.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
+import azurefunctions.extensions.bindings.servicebus as servicebus
 
 from agents.backbone.lazy import Lazy
+from agents.backbone.wire import parse_servicebus
 from agents.orders import entities
 from agents.orders.blueprint import (
     RETENTION_SCHEDULE,
     SWEEP_SCHEDULE,
-    consume,
     json_response,
     problem,
     purge_old_rows,
@@ -26,6 +32,12 @@ from agents.orders.model import Service
 from agents.orders.simulated import handlers
 from agents.orders.simulated.handlers import SimulatedServices
 from agents.orders.simulated.modes import Mode, Switch
+
+if TYPE_CHECKING:
+    from agents.backbone.processing import Outcome
+    from agents.backbone.settlement import ScheduledRetry, Settlement, Settler
+
+log = logging.getLogger(__name__)
 
 MODE_SCHEMA = Path(__file__).with_name("simulator-mode.json")
 
@@ -45,10 +57,32 @@ def set_mode(req: func.HttpRequest, services: SimulatedServices) -> func.HttpRes
     return json_response({"service": service.value, "scope": scope, "mode": switch.mode.value}, 200)
 
 
-def on_command(message: func.ServiceBusMessage, services: SimulatedServices) -> None:
-    delivery_count = message.delivery_count or 1
-    consume(message, services.schemas, lambda event: handlers.handle_service_command(
-        event, delivery_count, services))
+def attempt_of(message: Any, retry: ScheduledRetry | None) -> int:
+    """1 for a command as sent, n + 1 for the copy `retry` put back n times."""
+    return 1 + (retry.retries(message) if retry is not None else 0)
+
+
+def on_command(message: servicebus.ServiceBusReceivedMessage, actions: Settler,
+               services: SimulatedServices, service: Service) -> Settlement:
+    """A command on `service`'s queue, settled explicitly: poison dead-lettered with our
+    reason, a flaky attempt (`RetryLater`) put back on the queue for later, a handled
+    command completed after dispatch, any other failure abandoned for redelivery.
+
+    The attempt is counted on the message (the copies `ScheduledRetry` made of it): the
+    SDK-type message carries no delivery count, and redeliveries do not reset it."""
+    from agents.backbone.settlement import Settlement, settle
+
+    retry = services.retries.get(service)
+
+    def work() -> Outcome[None]:
+        event = parse_servicebus(message.body, message.application_properties,
+                                 registry=services.schemas)
+        return handlers.handle_service_command(event, attempt_of(message, retry), services)
+
+    settlement = settle(actions, message, work, retry=retry)
+    if settlement is Settlement.DEAD_LETTERED:
+        log.error("dead-lettered command %s on %s", message.message_id, service.value)
+    return settlement
 
 
 def blueprint(compose: Callable[[], SimulatedServices]) -> func.Blueprint:
@@ -63,21 +97,24 @@ def blueprint(compose: Callable[[], SimulatedServices]) -> func.Blueprint:
 
     @bp.function_name("orders_inventory")
     @bp.service_bus_queue_trigger(arg_name="message", queue_name=entities.INVENTORY_QUEUE,
-                                  connection=entities.CONNECTION, auto_complete_messages=True)
-    def orders_inventory(message: func.ServiceBusMessage) -> None:
-        on_command(message, services.get())
+                                  connection=entities.CONNECTION, auto_complete_messages=False)
+    def orders_inventory(message: servicebus.ServiceBusReceivedMessage,
+                     actions: servicebus.ServiceBusMessageActions) -> None:
+        on_command(message, actions, services.get(), Service.INVENTORY)
 
     @bp.function_name("orders_payments")
     @bp.service_bus_queue_trigger(arg_name="message", queue_name=entities.PAYMENTS_QUEUE,
-                                  connection=entities.CONNECTION, auto_complete_messages=True)
-    def orders_payments(message: func.ServiceBusMessage) -> None:
-        on_command(message, services.get())
+                                  connection=entities.CONNECTION, auto_complete_messages=False)
+    def orders_payments(message: servicebus.ServiceBusReceivedMessage,
+                     actions: servicebus.ServiceBusMessageActions) -> None:
+        on_command(message, actions, services.get(), Service.PAYMENTS)
 
     @bp.function_name("orders_shipping")
     @bp.service_bus_queue_trigger(arg_name="message", queue_name=entities.SHIPPING_QUEUE,
-                                  connection=entities.CONNECTION, auto_complete_messages=True)
-    def orders_shipping(message: func.ServiceBusMessage) -> None:
-        on_command(message, services.get())
+                                  connection=entities.CONNECTION, auto_complete_messages=False)
+    def orders_shipping(message: servicebus.ServiceBusReceivedMessage,
+                     actions: servicebus.ServiceBusMessageActions) -> None:
+        on_command(message, actions, services.get(), Service.SHIPPING)
 
     @bp.function_name("orders_simulators_outbox_sweeper")
     @bp.timer_trigger(arg_name="timer", schedule=SWEEP_SCHEDULE)

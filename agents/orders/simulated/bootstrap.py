@@ -1,9 +1,11 @@
 """Composes the simulated services, like the agent's `bootstrap`: `bootstrap(env)` from the
-app settings (called by their Blueprint on first invocation), `build(...)` on chosen adapters."""
+app settings (called by their Blueprint on first invocation), owning the clients it opened
+(`with bootstrap(env) as services:` closes them); `build(...)` on chosen adapters."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -18,11 +20,12 @@ from agents.backbone.publishers import (
 )
 from agents.backbone.saga import SagaEngine
 from agents.backbone.schemas import SchemaRegistry
+from agents.backbone.settlement import ScheduledRetry
 from agents.backbone.tables import RequestCounter, state_table
 from agents.contracts import orders
 from agents.orders import entities
 from agents.orders.bootstrap import DEFAULT_STEP_TIMEOUT
-from agents.orders.model import Service, order_saga
+from agents.orders.model import QUEUE_OF_SERVICE, Service, order_saga
 from agents.orders.simulated.handlers import SimulatedServices
 from agents.orders.simulated.modes import Switchboard
 
@@ -41,8 +44,10 @@ def build(
     counter: RequestCounter | None = None,
     table_prefix: str = "",
     now: Callable[[], datetime] | None = None,
+    retries: Mapping[Service, ScheduledRetry] | None = None,
 ) -> SimulatedServices:
-    """`table_prefix` and `now` as for the agent's `build`."""
+    """`table_prefix` and `now` as for the agent's `build`; `retries`: the `ScheduledRetry`
+    on each service's own queue that its trigger puts a flaky attempt back with."""
     schemas = SchemaRegistry(orders.SCHEMAS)
     # The saga's definition adds the command and reply types the services read and answer.
     SagaEngine(order_saga(DEFAULT_STEP_TIMEOUT), registry=schemas)
@@ -56,14 +61,24 @@ def build(
         schemas=schemas,
         ledgers={service: processor(name) for service, name in LEDGER_TABLES.items()},
         switchboard=Switchboard(state_table(tables, table_prefix + SWITCHES_TABLE)),
+        retries=dict(retries or {}),
     )
 
 
 def bootstrap(env: Mapping[str, str]) -> SimulatedServices:
-    """Replies go to the saga queue, charges onto the payment stream."""
-    orders_bus = ServiceBusPublisher(settings.servicebus_client(entities.CONNECTION, env=env))
+    """Replies go to the saga queue, charges onto the payment stream; a command put back for
+    later goes to its own queue through the same Service Bus client."""
+    client = settings.servicebus_client(entities.CONNECTION, env=env)
+    orders_bus = ServiceBusPublisher(client)
     payments_stream = EventHubsPublisher({entities.PAYMENTS_HUB: settings.eventhub_producer(
         entities.FRAUD_EVENTHUBS, entities.PAYMENTS_HUB, env=env)})
     publisher = RoutingPublisher({**{queue: orders_bus for queue in entities.QUEUES},
                                   entities.PAYMENTS_HUB: payments_stream})
-    return build(settings.table_service(entities.STATE_STORAGE, env=env), publisher)
+    # A sender connects on its first send, so composing them costs no connection.
+    retries = {service: ScheduledRetry(client.get_queue_sender(queue))
+               for service, queue in QUEUE_OF_SERVICE.items()}
+    tables = settings.table_service(entities.STATE_STORAGE, env=env)
+    services = build(tables, publisher, retries=retries)
+    # The retry senders before the publisher, which closes their client.
+    return replace(services, owned=(*(retry.sender for retry in retries.values()), publisher,
+                                    tables))

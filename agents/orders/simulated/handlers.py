@@ -6,10 +6,12 @@ the saga, all in one unit of work. No Azure Functions types here.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
 
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import InvalidEvent
@@ -19,31 +21,56 @@ from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.unit_of_work import UnitOfWork
 from agents.contracts import orders
 from agents.orders import entities
+from agents.orders.handlers import Closeable
 from agents.orders.model import ACTION_OF_TYPE, SERVICE_OF_ACTION, SOURCE, Action, Service
 from agents.orders.simulated.modes import Answer, Switchboard, answer, scopes
+
+if TYPE_CHECKING:
+    from agents.backbone.settlement import ScheduledRetry
 
 
 @dataclass(frozen=True)
 class SimulatedServices:
     """The composed simulated services that `simulated.bootstrap` returns and their Blueprint
-    keeps: one ledger processor per service and the failure-mode switches."""
+    keeps: one ledger processor per service, the failure-mode switches, and the retry that
+    puts a command back on its service's queue for later."""
 
     schemas: SchemaRegistry
     ledgers: dict[Service, MessageProcessor]
     switchboard: Switchboard
+    retries: Mapping[Service, ScheduledRetry] = field(default_factory=dict)
+    """Per service queue; a service without one abandons a flaky attempt instead (plain
+    redelivery, which its attempt count does not see)."""
+    owned: Sequence[Closeable] = ()
+    """The clients `bootstrap` opened, closed after the relays; `build` leaves the adapters
+    it was given to their owner."""
 
     @property
     def processors(self) -> list[MessageProcessor]:
         return list(self.ledgers.values())
 
+    def close(self) -> None:
+        """Write the relays' remembered marks, then close the clients the services opened."""
+        for processor in self.processors:
+            processor.relay.close()
+        for client in self.owned:
+            client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
 
 def handle_service_command(
-    command: Envelope, delivery_count: int, services: SimulatedServices
+    command: Envelope, attempt: int, services: SimulatedServices
 ) -> Outcome[None]:
     """A simulated service performs an action once per ledger key and replies to the saga.
 
-    The failure mode is decided before the unit of work: a flaky service raises here, so
-    nothing is written and the broker redelivers.
+    The failure mode is decided before the unit of work: a flaky service raises `RetryLater`
+    here, so nothing is written and the trigger puts the command back for later.
     """
     action = ACTION_OF_TYPE.get(command.type)
     if action is None:
@@ -53,7 +80,7 @@ def handle_service_command(
     payload = command.data["payload"]
     switch = services.switchboard.lookup(service, scopes(
         payload["orderId"], payload["card"], [item["sku"] for item in payload["items"]]))
-    decided = answer(action, switch, delivery_count)
+    decided = answer(action, switch, attempt)
     ledger_key = {Service.PAYMENTS: payload["chargeId"],
                   Service.INVENTORY: payload["reservationId"],
                   Service.SHIPPING: payload["orderId"]}[service]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from agents.backbone.errors import RetryLater
 from agents.orders.model import SERVICE_OF_ACTION, Action, Service
 
 if TYPE_CHECKING:  # the Tables SDK loads with the first table client (cold start)
@@ -41,12 +42,15 @@ REFUSING_MODES = {
     Action.ALLOCATE_STOCK: {Mode.OUT_OF_STOCK_AFTER_CHARGE, Mode.FAIL},
     Action.SHIP_ORDER: {Mode.FAIL},
 }
-FLAKY_FAILED_DELIVERIES = 2
+FLAKY_FAILED_ATTEMPTS = 2
+# Well inside a step deadline (the demo's and chaos' 5 s): a flaky step is late, not timed out.
+FLAKY_RETRY_AFTER_SECONDS = 1.0
 DEFAULT_SLOW_SECONDS = 60.0
 
 
-class TransientServiceError(RuntimeError):
-    """The simulated service is briefly unavailable: the message should be redelivered."""
+class TransientServiceError(RetryLater):
+    """The simulated service is briefly unavailable, as a 503 with Retry-After: the trigger
+    puts the command back for later (a scheduled copy), spending none of its deliveries."""
 
 
 @dataclass(frozen=True)
@@ -62,11 +66,13 @@ class Answer:
     reason: str | None = None
 
 
-def answer(action: Action, switch: Switch, delivery_count: int) -> Answer:
-    """What the service answers to `action` in `switch`'s mode on this delivery attempt."""
+def answer(action: Action, switch: Switch, attempt: int) -> Answer:
+    """What the service answers to `action` in `switch`'s mode on this attempt (1 for a
+    command as sent, n + 1 for the copy the trigger put back n times)."""
     service = SERVICE_OF_ACTION[action]
-    if switch.mode is Mode.FLAKY and delivery_count <= FLAKY_FAILED_DELIVERIES:
-        raise TransientServiceError(f"{service} flaky on delivery {delivery_count}")
+    if switch.mode is Mode.FLAKY and attempt <= FLAKY_FAILED_ATTEMPTS:
+        raise TransientServiceError(f"{service} flaky on attempt {attempt}",
+                                    retry_after=FLAKY_RETRY_AFTER_SECONDS)
     if switch.mode in REFUSING_MODES.get(action, ()):
         return Answer(False, reason=f"{service} {action}: {switch.mode}")
     # Slowness is shown on the saga's steps; compensations answer promptly.

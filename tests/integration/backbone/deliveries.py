@@ -10,9 +10,11 @@ dead-lettered (kept in `dead_letters` with its reason), or abandoned (first in l
 delivery count + 1; after `max_deliveries` it is dead-lettered `MaxDeliveryCountExceeded`,
 the entity's MaxDeliveryCount). A scheduled message is due once `now()` reaches its time;
 the clock moves only when the test moves it (`advance`, `advance_to_next_scheduled`).
-`copies` delivers every message that many times, as when completions are lost. Locks,
-duplicate detection and the host's settlement are not modelled: those are Service Bus's,
-tested on devstack (`tests/devstack/`, `test_on_devstack.py`).
+`copies` delivers every message that many times, as when completions are lost. `retries`
+gives a destination's `settle` its `ScheduledRetry` (made on `sender(destination)`): a
+`RetryLater` then schedules a copy on the test clock. Locks, duplicate detection and the
+host's settlement are not modelled: those are Service Bus's, tested on devstack
+(`tests/devstack/`, `test_on_devstack.py`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 from agents.backbone import OutboxRow, Outcome, Settlement, settle
 from agents.backbone.publishers import to_servicebus_message
+from agents.backbone.settlement import ScheduledRetry
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -43,6 +46,11 @@ class Message:
     dead_letter_reason: str | None = None
     dead_letter_error_description: str | None = None
     copies_left: int = 1
+    # What `ScheduledRetry` copies onto the message it schedules (none set here).
+    content_type: str | None = None
+    correlation_id: str | None = None
+    subject: str | None = None
+    session_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,7 @@ class Deliveries:
     dead_letters: dict[str, list[Message]] = field(default_factory=dict)
     published: list[OutboxRow] = field(default_factory=list)
     delivered: list[Delivery] = field(default_factory=list)
+    retries: dict[str, ScheduledRetry] = field(default_factory=dict)
     # Held while the queues change, never while a consumer runs (tests race two deliveries).
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -124,6 +133,9 @@ class Deliveries:
             self.queues.setdefault(destination, []).append(message)
             self.sent.setdefault(destination, []).append(message)
 
+    def sender(self, destination: str) -> ScheduledSender:
+        return ScheduledSender(self, destination)
+
     def pending(self, destination: str) -> list[Message]:
         return list(self.queues.get(destination, []))
 
@@ -140,7 +152,8 @@ class Deliveries:
             queue.remove(message)
             message.delivery_count += 1
         settler = _Settler()
-        settlement = settle(settler, message, lambda: consume(message))
+        settlement = settle(settler, message, lambda: consume(message),
+                            retry=self.retries.get(destination))
         with self._lock:
             self._settled(queue, message, settlement, settler)
             delivery = Delivery(destination, message.message_id, message.delivery_count,
@@ -194,3 +207,16 @@ class Deliveries:
         message.dead_letter_reason = settler.reason
         message.dead_letter_error_description = settler.description
         self.dead_letters.setdefault(message.destination, []).append(message)
+
+
+@dataclass
+class ScheduledSender:
+    """`ServiceBusSender.schedule_messages` onto one destination of `Deliveries`: the sender
+    a `ScheduledRetry` puts a message back with."""
+
+    deliveries: Deliveries
+    entity_name: str
+
+    def schedule_messages(self, message: Any, at: datetime) -> None:
+        self.deliveries.send(self.entity_name, b"".join(message.body), str(message.message_id),
+                             dict(message.application_properties or {}), at)

@@ -18,15 +18,16 @@ import azure.functions as func
 from azure.data.tables import TableServiceClient
 
 from agents.backbone import Envelope, Outcome, Publisher
-from agents.backbone.errors import PoisonMessage
 from agents.backbone.saga import ALERT
+from agents.backbone.settlement import ScheduledRetry
 from agents.backbone.wire import application_properties, encode_body, parse_servicebus
 from agents.contracts import fraud
 from agents.orders import bootstrap, entities, handlers
 from agents.orders.blueprint import blueprint
 from agents.orders.handlers import OrdersAgent
-from agents.orders.model import Service
+from agents.orders.model import QUEUE_OF_SERVICE, Service
 from agents.orders.simulated import bootstrap as simulated_bootstrap
+from agents.orders.simulated.blueprint import attempt_of
 from agents.orders.simulated.blueprint import blueprint as simulated_blueprint
 from agents.orders.simulated.handlers import SimulatedServices, handle_service_command
 from agents.orders.simulated.modes import Mode, Switch
@@ -141,14 +142,12 @@ class OrdersStack:
         return handlers.handle_saga_event(event, self.agent)
 
     def _service(self, message: Message) -> Outcome[Any] | None:
-        try:
-            command = parse_servicebus(message.body, message.application_properties,
-                                       registry=self.services.schemas)
-        except PoisonMessage as error:
-            # As the services' classic trigger (`blueprint.RedeliverUntilDeadLettered`): it
-            # cannot dead-letter, so the host abandons until MaxDeliveryCount does.
-            raise RuntimeError(f"{error.reason}: {error.description}") from error
-        return handle_service_command(command, message.delivery_count, self.services)
+        """As the services' trigger: poison raises (dead-lettered with its reason), a flaky
+        attempt raises `RetryLater` (put back through `deliveries.retries`)."""
+        command = parse_servicebus(message.body, message.application_properties,
+                                   registry=self.services.schemas)
+        retry = self.deliveries.retries.get(message.destination)
+        return handle_service_command(command, attempt_of(message, retry), self.services)
 
 
 def order_body(card: str | None = None, sku: str = "sku-1") -> dict[str, Any]:
@@ -157,14 +156,19 @@ def order_body(card: str | None = None, sku: str = "sku-1") -> dict[str, Any]:
 
 
 def build_stack(connection_string: str, deliveries: Deliveries,
-                publisher: Publisher | None = None) -> OrdersStack:
-    """`publisher` (default: `deliveries`) is what both the agent and the services publish to."""
+                publisher: Publisher | None = None, *, max_retries: int = 10) -> OrdersStack:
+    """`publisher` (default: `deliveries`) is what both the agent and the services publish to;
+    `max_retries`: how often a simulated service puts a flaky attempt back."""
     tables = TableServiceClient.from_connection_string(connection_string)
     prefix = f"t{uuid.uuid4().hex[:10]}"
     agent = bootstrap.build(tables, publisher or deliveries, step_timeout=STEP_TIMEOUT,
                             compensation_backoff=timedelta(seconds=1), table_prefix=prefix,
                             now=deliveries.now)
+    retries = {service: ScheduledRetry(deliveries.sender(queue),
+                                       max_retries=max_retries, clock=deliveries.now)
+               for service, queue in QUEUE_OF_SERVICE.items()}
+    deliveries.retries.update({retry.sender.entity_name: retry for retry in retries.values()})
     services = simulated_bootstrap.build(tables, publisher or deliveries, table_prefix=prefix,
-                                         now=deliveries.now)
+                                         now=deliveries.now, retries=retries)
     return OrdersStack(agent, services, deliveries)
 

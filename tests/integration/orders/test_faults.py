@@ -188,18 +188,18 @@ INVALID_CHARGE = Envelope.new(
     source="/x", subject="o").to_json().encode()
 
 
-def test_an_invalid_service_command_is_redelivered_until_max_delivery_count_and_writes_nothing(
+def test_an_invalid_service_command_is_dead_lettered_at_once_with_its_reason_and_writes_nothing(
         stack: OrdersStack) -> None:
     order_id = stack.place(order_body())["orderId"]
     stack.run()
     before = stack.snapshot()
     _raw(stack, entities.PAYMENTS_QUEUE, INVALID_CHARGE)
     deliveries = stack.run()
-    # The services' classic trigger cannot dead-letter: it raises, the host abandons.
     assert [(d.settlement, d.delivery_count) for d in deliveries] == [
-        (Settlement.ABANDONED, n) for n in range(1, 6)]
+        (Settlement.DEAD_LETTERED, 1)]
     [dead] = stack.deliveries.dead_letters[entities.PAYMENTS_QUEUE]
-    assert dead.dead_letter_reason == "MaxDeliveryCountExceeded"
+    assert dead.dead_letter_reason == "SchemaViolation"
+    assert dead.dead_letter_error_description
     assert stack.snapshot() == before
     assert stack.order(order_id)["status"] == "completed"
 
@@ -219,18 +219,21 @@ def test_an_order_stored_while_the_broker_is_down_is_published_by_the_sweeper(
     assert stack.movements(Service.INVENTORY, f"reservation-{order_id}", "hold") == 1
 
 
-def test_a_shipping_command_failing_every_delivery_is_dead_lettered_then_sent_again(
+def test_a_shipping_command_failing_every_attempt_is_dead_lettered_then_sent_again(
         storage_connection_string: str) -> None:
-    deliveries = Deliveries(max_deliveries=2)  # FLAKY fails the first two deliveries
-    stack = build_stack(storage_connection_string, deliveries)
+    deliveries = Deliveries(max_deliveries=5)
+    # FLAKY fails the first two attempts; the service puts a command back only once.
+    stack = build_stack(storage_connection_string, deliveries, max_retries=1)
     stack.switch(Service.SHIPPING, "card:tok-courier-down", Mode.FLAKY)
     order_id = stack.place(order_body(card="tok-courier-down"))["orderId"]
     delivered = stack.run()
+    assert deliveries.advance_to_next_scheduled()  # the attempt put back a second later
+    delivered += stack.run()
     shipping = [(d.settlement, d.delivery_count) for d in delivered
                 if d.destination == entities.SHIPPING_QUEUE]
-    assert shipping == [(Settlement.ABANDONED, 1), (Settlement.ABANDONED, 2)]
+    assert shipping == [(Settlement.RESCHEDULED, 1), (Settlement.DEAD_LETTERED, 1)]
     (dead,) = deliveries.dead_letters[entities.SHIPPING_QUEUE]
-    assert dead.dead_letter_reason == "MaxDeliveryCountExceeded"
+    assert dead.dead_letter_reason == "RetryLaterExhausted"
     stack.switch(Service.SHIPPING, "card:tok-courier-down", Mode.NORMAL)  # courier back
     # Shipping is past the point of no return: at its deadline it is in doubt, and the
     # same command goes out again after the backoff instead of refunding.

@@ -10,7 +10,7 @@ from datetime import timedelta
 from agents.backbone import Settlement
 from agents.orders import entities
 from agents.orders.model import Service
-from agents.orders.simulated.modes import Mode
+from agents.orders.simulated.modes import FLAKY_FAILED_ATTEMPTS, Mode
 from tests.integration.orders.stack import STEP_TIMEOUT, OrdersStack, order_body
 
 
@@ -73,13 +73,19 @@ def test_a_fraud_alert_once_shipping_is_under_way_is_refused_and_the_order_ships
     assert stack.movements(Service.SHIPPING, order_id, "shipment") == 1
 
 
-def test_a_flaky_service_is_retried_by_redelivery_and_the_order_completes(
+def test_a_flaky_service_is_tried_again_later_and_the_order_completes(
         stack: OrdersStack) -> None:
     card = "tok-flaky"
     stack.switch(Service.PAYMENTS, f"card:{card}", Mode.FLAKY)
     order_id = stack.place(order_body(card=card))["orderId"]
     deliveries = stack.run()
-    payments = [d.settlement for d in deliveries if d.destination == entities.PAYMENTS_QUEUE]
-    assert payments == [Settlement.ABANDONED, Settlement.ABANDONED, Settlement.COMPLETED]
+    for _ in range(FLAKY_FAILED_ATTEMPTS):  # each attempt is put back for a second later
+        assert stack.deliveries.advance_to_next_scheduled()
+        deliveries += stack.run()
+    payments = [(d.settlement, d.delivery_count) for d in deliveries
+                if d.destination == entities.PAYMENTS_QUEUE]
+    # No delivery is spent: each flaky attempt is a copy scheduled ahead (its own delivery 1).
+    assert payments == [(Settlement.RESCHEDULED, 1), (Settlement.RESCHEDULED, 1),
+                        (Settlement.COMPLETED, 1)]
     assert stack.order(order_id)["status"] == "completed"
     assert stack.movements(Service.PAYMENTS, f"charge-{order_id}", "charge") == 1

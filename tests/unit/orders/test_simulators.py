@@ -1,7 +1,9 @@
 import pytest
 
+from agents.backbone.errors import RetryLater
 from agents.orders.model import Action
 from agents.orders.simulated.modes import (
+    FLAKY_RETRY_AFTER_SECONDS,
     Mode,
     Switch,
     TransientServiceError,
@@ -51,10 +53,12 @@ def test_slow_never_delays_a_compensation() -> None:
     assert answer(Action.REFUND_PAYMENT, Switch(Mode.SLOW, slow_seconds=9), 1).delay_seconds == 0
 
 
-def test_flaky_fails_the_first_two_deliveries_then_succeeds() -> None:
-    for delivery in (1, 2):
-        with pytest.raises(TransientServiceError):
-            answer(Action.RESERVE_STOCK, Switch(Mode.FLAKY), delivery)
+def test_flaky_asks_to_be_tried_later_on_the_first_two_attempts_then_succeeds() -> None:
+    for attempt in (1, 2):
+        with pytest.raises(TransientServiceError) as refused:
+            answer(Action.RESERVE_STOCK, Switch(Mode.FLAKY), attempt)
+        assert isinstance(refused.value, RetryLater)
+        assert refused.value.retry_after == FLAKY_RETRY_AFTER_SECONDS
     assert answer(Action.RESERVE_STOCK, Switch(Mode.FLAKY), 3).succeeded
 
 
