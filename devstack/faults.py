@@ -28,6 +28,7 @@ class Faults:
         self.busy: dict[str, int] = {}
         self.duplicates: dict[str, int] = {}
         self.duplicate_sends: dict[str, int] = {}
+        self.malformed: dict[str, int] = {}
         # entity -> (set once a send is held, the held sends' continuations)
         self.holds: dict[str, tuple[threading.Event, list[Callable[[], None]]]] = {}
 
@@ -58,6 +59,10 @@ class Faults:
         whose acknowledgement was lost."""
         return bool(self.duplicate_sends) and self._take(self.duplicate_sends, path)
 
+    def take_malformed(self, path: str) -> bool:
+        """True if this peek-lock delivery should go out without its lock expiry."""
+        return bool(self.malformed) and self._take(self.malformed, path)
+
     def hold_send(self, path: str, resume: Callable[[], None]) -> bool:
         """True if this send is held: `resume` runs when the entity's sends are released."""
         hold = self.holds.get(path.lower())
@@ -78,6 +83,7 @@ class Faults:
         self.busy.clear()
         self.duplicates.clear()
         self.duplicate_sends.clear()
+        self.malformed.clear()
 
 
 class FaultInjector:
@@ -136,6 +142,13 @@ class FaultInjector:
             lambda: self._arm(self._stack.fault_state.duplicate_sends, entity, times)
         )
 
+    def malformed_deliveries(self, entity: str | None = None, times: int = 1) -> None:
+        """The next `times` peek-lock deliveries (from `entity`, or any) lack their
+        `x-opt-locked-until` annotation, as from a broken peer. azure-servicebus hands such a
+        message over, and its AutoLockRenewer refuses it with ValueError, not a
+        ServiceBusError: the fault that once killed a host listener for good."""
+        self._stack.call(lambda: self._arm(self._stack.fault_state.malformed, entity, times))
+
     def hold_sends(self, entity: str) -> threading.Event:
         """Leave sends to `entity` (a queue or topic) unanswered until `release_sends`; the
         sender waits as for a slow or busy entity while other entities answer. The Event is
@@ -162,8 +175,8 @@ class FaultInjector:
     def http_app(self) -> web.Application:
         """`POST /faults/<name>` with query parameters, answering JSON:
         drop-connections, expire-locks?entity=, server-busy?entity=&times=,
-        deliver-twice?entity=&times=, duplicate-send?entity=&times=, latency?seconds=,
-        clear."""
+        deliver-twice?entity=&times=, duplicate-send?entity=&times=,
+        malformed-delivery?entity=&times=, latency?seconds=, clear."""
 
         def entity_of(request: web.Request) -> str | None:
             return request.query.get("entity") or None
@@ -190,6 +203,10 @@ class FaultInjector:
                       times_of(request))
             return web.json_response({"armed": "duplicate-send"})
 
+        async def malformed(request: web.Request) -> web.Response:
+            self._arm(self._stack.fault_state.malformed, entity_of(request), times_of(request))
+            return web.json_response({"armed": "malformed-delivery"})
+
         async def latency(request: web.Request) -> web.Response:
             seconds = float(request.query.get("seconds", "0"))
             self._set_latency(seconds)
@@ -205,6 +222,7 @@ class FaultInjector:
         app.router.add_post("/faults/server-busy", busy)
         app.router.add_post("/faults/deliver-twice", twice)
         app.router.add_post("/faults/duplicate-send", resend)
+        app.router.add_post("/faults/malformed-delivery", malformed)
         app.router.add_post("/faults/latency", latency)
         app.router.add_post("/faults/clear", clear)
         return app

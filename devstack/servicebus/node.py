@@ -119,8 +119,9 @@ class _ReceiverLinkHandler(LinkHandler):
         token = entity.lock(message, locked_until)
         if faults is not None and faults.take_duplicate(entity.path):
             message.replay_twice = True
+        malformed = faults is not None and faults.take_malformed(entity.path)
         self.link.send(
-            message.encode(locked=True),
+            message.encode(locked=True, lock_expiry=not malformed),
             tag=token.bytes_le,
             settled=False,
             context=token,

@@ -126,8 +126,10 @@ class StoredMessage:
         twin.scheduled_ms = self.scheduled_ms
         return twin
 
-    def encode(self, *, state: State = State.ACTIVE, locked: bool = False) -> bytes:
-        """The message as the broker delivers it: header + annotations + the bare bytes."""
+    def encode(self, *, state: State = State.ACTIVE, locked: bool = False,
+               lock_expiry: bool = True) -> bytes:
+        """The message as the broker delivers it: header + annotations + the bare bytes
+        (`lock_expiry=False` leaves out x-opt-locked-until: the malformed-delivery fault)."""
         out = bytearray(b"\x00\x53\x70")
         delivery_count = max(self.attempts - 1, 0)
         encode_value(
@@ -144,7 +146,8 @@ class StoredMessage:
         annotations[SEQUENCE_NUMBER] = self.sequence_number
         annotations[ENQUEUED_TIME] = Timestamp(self.enqueued_ms)
         if locked and self.lock_token is not None:
-            annotations[LOCKED_UNTIL] = Timestamp(self.locked_until_ms)
+            if lock_expiry:
+                annotations[LOCKED_UNTIL] = Timestamp(self.locked_until_ms)
             annotations[LOCK_TOKEN] = self.lock_token
         if state is not State.ACTIVE:
             annotations[MESSAGE_STATE] = int(state)

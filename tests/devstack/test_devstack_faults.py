@@ -5,7 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
-from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceiveMode
+from azure.servicebus import (
+    AutoLockRenewer,
+    ServiceBusClient,
+    ServiceBusMessage,
+    ServiceBusReceiveMode,
+)
 from azure.servicebus.exceptions import ServiceBusServerBusyError
 
 MAX_WAIT = 3
@@ -109,3 +114,18 @@ def test_duplicate_send_stores_a_second_copy_unless_duplicate_detection_drops_it
             got = receiver.receive_messages(max_message_count=5, max_wait_time=MAX_WAIT)
             got += receiver.receive_messages(max_message_count=5, max_wait_time=1)
             assert [m.message_id for m in got] == expected
+
+
+def test_malformed_delivery_lacks_its_lock_expiry_and_the_renewer_refuses_it(client, stack):
+    stack.faults.malformed_deliveries("work")
+    with client.get_queue_sender("work") as sender:
+        sender.send_messages([ServiceBusMessage("malformed"), ServiceBusMessage("intact")])
+    with client.get_queue_receiver("work") as receiver, AutoLockRenewer() as renewer:
+        (malformed,) = receiver.receive_messages(max_wait_time=MAX_WAIT)
+        assert (str(malformed), malformed.locked_until_utc) == ("malformed", None)
+        with pytest.raises(ValueError):  # not a ServiceBusError
+            renewer.register(receiver, malformed)
+        (intact,) = receiver.receive_messages(max_wait_time=MAX_WAIT)
+        assert intact.locked_until_utc is not None
+        receiver.complete_message(malformed)
+        receiver.complete_message(intact)
