@@ -49,9 +49,9 @@ demo: install
 	$(PY) scripts/triage_demo.py
 	$(PY) scripts/fraud_demo.py
 
-# A seeded chaos run on the local cloud (500 orders over 250 s, every fault kind); ARGS="--seed 3 ..." to vary.
+# A seeded chaos run over every agent (500 orders, 300 payments, 100 tickets over 250 s, every fault kind); ARGS="--seed 3 ..." to vary.
 chaos: install
-	$(PY) scripts/chaos.py $(ARGS)
+	$(PY) -m scripts.chaos $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
