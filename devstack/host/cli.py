@@ -95,4 +95,8 @@ def app_command(
     """Run a v2 Python function app's functions the way the Azure Functions host does."""
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
+    # The Service Bus extension decodes SDK-type messages with uamqp starting inside the
+    # delivery annotations (as it gets them from Azure's host too), and uamqp's C layer
+    # reports that at INFO: nine lines per message, nothing wrong with the message.
+    logging.getLogger("uamqp").setLevel(logging.WARNING)
     run_app(app_dir, port=port, event_grid_config=eventgrid, event_grid_port=eventgrid_port)
