@@ -295,22 +295,25 @@ class ServiceBusListener:
             await asyncio.gather(*self._running, return_exceptions=True)
 
     async def _listen(self) -> None:
+        # No retries inside the SDK: a retried operation reconnects on its own, and the
+        # receivers reconnect instead (see ReceiveLink). Each receiver has its connection.
+        async with ServiceBusClient.from_connection_string(self._connection,
+                                                           retry_total=0) as client:
+            if self._sessions:
+                # Each session receiver reconnects on its own: one that fails leaves the
+                # others' invocations running.
+                await asyncio.gather(*(self._reconnecting(lambda: self._session_loop(client))
+                                       for _ in range(self._max_sessions)))
+            else:
+                await self._reconnecting(lambda: self._pump(client))
+
+    async def _reconnecting(self, receive: Callable[[], Awaitable[None]]) -> None:
         loop = asyncio.get_running_loop()
         failures = 0
         while True:
             started = loop.time()
             try:
-                # No retries inside the SDK: a retried operation reconnects on its own, and
-                # this listener reconnects instead (see ReceiveLink).
-                async with ServiceBusClient.from_connection_string(
-                        self._connection, retry_total=0) as client:
-                    if self._sessions:
-                        # A TaskGroup, so one session loop's failure stops its siblings too.
-                        async with asyncio.TaskGroup() as group:
-                            for _ in range(self._max_sessions):
-                                group.create_task(self._session_loop(client))
-                    else:
-                        await self._pump(client)
+                await receive()
             except Exception as error:
                 # Hand-written, not tenacity: its attempt count never resets, and a listener
                 # that was healthy for a while should reconnect at once.

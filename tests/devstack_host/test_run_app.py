@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[2]
 # Disabled through the app setting Azure uses, so no Service Bus or Event Hubs is needed.
 NOT_UNDER_TEST = ("sb_order_received", "sb_session_received", "sb_self_settled",
                   "eh_payments_received", "eh_alert_received", "flaky_tick", "backoff_tick",
-                  "sb_audit_received", "sb_slow_received", "sb_batch_received")
+                  "sb_audit_received", "sb_slow_received", "sb_batch_received",
+                  "sb_session_held")
 # What local.settings.json holds for a local Service Bus on the default port.
 EMULATOR_CONNECTION = ("Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;"
                        "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;")

@@ -232,6 +232,27 @@ async def test_settlements_that_meet_a_dropped_connection_together_fail_with_loc
     assert await receive(connection, "sample-held") == []
 
 
+async def test_a_session_invocation_in_flight_when_the_connection_drops_runs_to_its_end(
+        servicebus, start_host, tmp_path, caplog):
+    connection = servicebus.connection_string
+    host = await start_host("sb_session_held", SAMPLE_SERVICEBUS=connection)
+    release = tmp_path / "release"
+    await send(connection, "sample-held-sessions",
+               ServiceBusMessage(str(release), session_id="s1"))
+    await eventually(release.with_suffix(".started").exists)
+    # The other session receivers are waiting for a session: they notice the drop at once.
+    assert servicebus.faults.drop_connections() >= 1
+    await eventually(lambda: any("reconnecting" in m for m in caplog.messages))
+    release.touch()
+    await eventually(lambda: len(host.invoker.records) >= 1)
+    assert [r.succeeded for r in host.invoker.records] == [True]
+    # Its session lock went with the link; once it runs out the message comes back.
+    servicebus.faults.expire_locks("sample-held-sessions")
+    await eventually(lambda: len([r for r in host.invoker.records if r.succeeded]) == 2)
+    await eventually(lambda: len(servicebus.servicebus.broker.entity("sample-held-sessions"))
+                     == 0)
+
+
 async def test_topic_subscription_trigger_receives_what_the_topic_got(servicebus, start_host,
                                                                       azurite):
     connection = servicebus.connection_string

@@ -176,6 +176,13 @@ def sb_held(msg: func.ServiceBusMessage) -> None:
         time.sleep(0.02)
 
 
+@app.service_bus_queue_trigger(arg_name="msg", queue_name="sample-held-sessions",
+                               connection="SAMPLE_SERVICEBUS", is_sessions_enabled=True)
+def sb_session_held(msg: func.ServiceBusMessage) -> None:
+    """sb_held for a session queue: one invocation per session may be held at a time."""
+    sb_held(msg)
+
+
 # devstack's Event Hubs matches consumer group names case-sensitively (Azure does not), so
 # the group is spelled as devstack declares it rather than left to the `$Default` default.
 @app.event_hub_message_trigger(arg_name="events", event_hub_name="sample-payments",
