@@ -22,8 +22,10 @@ import aiohttp
 from azure.core.credentials import AzureKeyCredential
 from azure.eventgrid.aio import EventGridPublisherClient
 
+from agents.backbone.envelope import parse_time
 from agents.backbone.tables import STATE_ROW, table_key
 from agents.contracts import triage as contracts
+from agents.ops import triage as ops_triage
 from agents.triage import bootstrap
 from agents.triage.handlers import REJECTED_PARTITION, REJECTED_PREFIX, TICKETS_TOPIC
 from agents.triage.model import URGENT, Status, TicketState
@@ -149,6 +151,8 @@ class Classified:
     manual: bool
     priority: str
     manual_reason: str | None
+    at: datetime
+    """Its CloudEvent `time`: when the agent decided it."""
 
     @property
     def routing(self) -> tuple[str, bool, str, str | None]:
@@ -183,14 +187,16 @@ def _classified_once(evidence: TriageEvidence) -> list[Violation]:
         if ticket_id not in evidence.plans:
             continue
         seen = sorted((c for c in evidence.classified if c.ticket_id == ticket_id),
-                      key=lambda c: c.version or 0)
-        versions = [c.version for c in seen]
+                      key=lambda c: (c.version or 0, c.at))
         routes = [c.routing for c in seen]
         problems = []
         if not seen:
             problems.append("no classification on any team subscription")
-        if len(set(versions)) != len(versions):
-            problems.append(f"classified twice for one version: versions {versions}")
+        # One version is classified again only out of manual triage (the ops re-classification).
+        again = [f"v{b.version} {b.team} after {a.team}" for a, b in itertools.pairwise(seen)
+                 if a.version == b.version and not a.manual]
+        if again:
+            problems.append(f"classified twice for one version: {', '.join(again)}")
         if any(a == b for a, b in itertools.pairwise(routes)):
             problems.append(f"the same routing sent again: {routes}")
         kept = (state.team, state.status is Status.MANUAL, state.priority, state.manual_reason)
@@ -306,6 +312,7 @@ class TriageWorkload(Workload):
         self.refusals = 2 if tickets else 0
         self.answered: list[Answered] = []
         self.refused: dict[str, tuple[int | None, int]] = {}
+        self.reclassified: Counter[str] = Counter()
 
     async def prepare(self, cloud: ChaosCloud) -> None:
         """Nothing to arrange: the webhook and Event Grid take tickets as they come."""
@@ -375,6 +382,13 @@ class TriageWorkload(Workload):
                              *(self._ticket(cloud, plan, started) for plan in self.plans))
         say(f"triage: {len(self.answered)} webhook deliveries made")
 
+    async def close(self, cloud: ChaosCloud) -> None:
+        """The model is back: the operator re-classifies every manual ticket
+        (`python -m agents.ops triage reclassify --all`), as the README says to."""
+        if self.plans:
+            rows = await asyncio.to_thread(ops_triage.reclassify, cloud.host.settings, None)
+            self.reclassified = Counter(str(row["outcome"]) for row in rows)
+
     def _accepted(self) -> tuple[dict[str, int], dict[str, int]]:
         accepted: dict[str, int] = {}
         attempted: dict[str, int] = {}
@@ -421,7 +435,8 @@ class TriageWorkload(Workload):
                 found.append(Classified(
                     str(event.get("id")), subscription, str(data.get("ticketId")),
                     data.get("version"), str(data.get("team")), bool(data.get("manual")),
-                    str(data.get("priority")), data.get("manualReason")))
+                    str(data.get("priority")), data.get("manualReason"),
+                    parse_time(event.get("time"))))
             return found
 
         classified = [c for subscription in TEAM_SUBSCRIPTIONS for c in read(subscription)]
@@ -460,7 +475,14 @@ class TriageWorkload(Workload):
             "triage: tickets by state": ", ".join(
                 f"{key}: {count}" for key, count in sorted(Counter(
                     f"{s.status.value}/{s.team}" for s in ours).items())),
-            "triage: manual triage by reason": ", ".join(
+            "triage: sent to manual triage during the run (by reason)": ", ".join(
+                f"{reason}: {count}" for reason, count in Counter(
+                    _reason_kind(c.manual_reason) for c in classified if c.manual).most_common())
+                or "none",
+            "triage: re-classified once the model was back (agents.ops triage reclassify)":
+                ", ".join(f"{outcome}: {count}" for outcome, count
+                          in sorted(self.reclassified.items())) or "none",
+            "triage: still in manual triage (by reason)": ", ".join(
                 f"{reason}: {count}" for reason, count in manual.most_common()) or "none",
             "triage: classified by": ", ".join(f"{by}: {count}" for by, count in sorted(
                 Counter(state.classified_by for state in ours).items())),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import typer
@@ -326,9 +326,10 @@ TITLES = {1: "Charged twice", 2: "Charged twice (v2)"}
 
 
 def classified(event_id: str, version: int, team: str = "billing", *, manual: bool = False,
-               priority: str = "normal", reason: str | None = None) -> Classified:
+               priority: str = "normal", reason: str | None = None, second: int = 0
+               ) -> Classified:
     return Classified(event_id, "manual-triage" if manual else team, TICKET, version, team,
-                      manual, priority, reason)
+                      manual, priority, reason, datetime(2026, 12, 2, 8, 0, second, tzinfo=UTC))
 
 
 def sound_triage() -> TriageEvidence:
@@ -354,6 +355,22 @@ def test_the_same_routing_sent_twice_is_reported() -> None:
         "each ticket classified once per routing (manual: with its reason)": [
             ((TICKET,), "the same routing sent again: [('billing', False, 'normal', None), "
                         "('billing', False, 'normal', None)]")]}
+
+
+def test_a_manual_ticket_reclassified_at_the_same_version_breaks_nothing() -> None:
+    evidence = sound_triage()
+    evidence.classified = [classified("c-1", 1, "manual", manual=True,
+                                      reason="model unavailable: ReasonerOpen"),
+                           classified("c-2", 1, second=5)]
+    assert broken(judge(TRIAGE_INVARIANTS, evidence)) == {}
+
+
+def test_a_routed_ticket_classified_again_at_the_same_version_is_reported() -> None:
+    evidence = sound_triage()
+    evidence.classified = [classified("c-1", 1, "account"), classified("c-2", 1, second=5)]
+    assert broken(judge(TRIAGE_INVARIANTS, evidence)) == {
+        "each ticket classified once per routing (manual: with its reason)": [
+            ((TICKET,), "classified twice for one version: v1 billing after account")]}
 
 
 def test_a_manual_ticket_without_a_reason_is_reported() -> None:
