@@ -172,8 +172,12 @@ class FraudCloud:
         """The shared LLM breaker's entity (every agent's Reasoner uses the same one)."""
         table = TableServiceClient.from_connection_string(self.storage).get_table_client(
             bootstrap.BREAKERS_TABLE)
-        [row] = table.query_entities("PartitionKey eq 'breaker'")
-        return dict(row)
+        try:
+            rows = list(table.query_entities("PartitionKey eq 'breaker'"))
+        except ResourceNotFoundError:
+            rows = []
+        # No entity yet: no call was ever guarded, the breaker is closed.
+        return dict(rows[0]) if rows else {"State": "closed", "OpenUntil": 0.0}
 
     def model_requests(self) -> int:
         return self.model.requests[MODEL_DEPLOYMENT]
