@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 SWEEP_SCHEDULE = "*/30 * * * * *"
 RETENTION_SCHEDULE = "0 15 3 * * *"
 SWEEP_AFTER = timedelta(seconds=30)
-# Longer than any redelivery window (lock 1 min x 5 deliveries, TTL 1 h), so inbox markers
+# Longer than any redelivery window (lock 1 min x 10 deliveries, TTL 1 h), so inbox markers
 # still recognise a late duplicate.
 RETENTION = timedelta(days=2)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.backbone.deliveries import Deliveries
-from tests.integration.orders.stack import OrdersStack, build_stack
+from tests.integration.orders.stack import MAX_DELIVERY_COUNT, OrdersStack, build_stack
 
 
 @pytest.fixture
 def deliveries() -> Deliveries:
-    return Deliveries(max_deliveries=5)  # the orders queues' MaxDeliveryCount
+    return Deliveries(max_deliveries=MAX_DELIVERY_COUNT)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import azure.functions as func
@@ -34,6 +35,19 @@ from agents.orders.simulated.modes import Mode, Switch
 from tests.integration.backbone.deliveries import Deliveries, Delivery, Message
 
 STEP_TIMEOUT = timedelta(seconds=30)
+SERVICEBUS_ENTITIES = Path(__file__).resolve().parents[3] / "infra" / "entities" / "servicebus.json"
+
+
+def max_delivery_count(queue: str) -> int:
+    """What infra/entities gives `queue`: devstack and Bicep read the same file."""
+    config = json.loads(SERVICEBUS_ENTITIES.read_text())
+    (namespace,) = config["UserConfig"]["Namespaces"]
+    (entry,) = [entry for entry in namespace["Queues"] if entry["Name"] == queue]
+    return int(entry["Properties"]["MaxDeliveryCount"])
+
+
+# Every orders queue has the same; the tests' deliveries dead-letter after as many.
+MAX_DELIVERY_COUNT = max_delivery_count(entities.SAGA_QUEUE)
 SERVICE_QUEUES = (entities.INVENTORY_QUEUE, entities.PAYMENTS_QUEUE, entities.SHIPPING_QUEUE)
 Route = Callable[[func.HttpRequest], func.HttpResponse]
 

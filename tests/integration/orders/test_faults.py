@@ -26,6 +26,7 @@ from agents.orders.model import Service
 from agents.orders.simulated.modes import Mode
 from tests.integration.backbone.deliveries import Deliveries
 from tests.integration.orders.stack import (
+    MAX_DELIVERY_COUNT,
     STEP_TIMEOUT,
     OrdersStack,
     build_stack,
@@ -41,7 +42,8 @@ def _charges_minus_refunds(stack: OrdersStack, order_id: str) -> int:
 
 def test_every_message_delivered_three_times_has_one_effect(
         storage_connection_string: str) -> None:
-    stack = build_stack(storage_connection_string, Deliveries(max_deliveries=5, copies=3))
+    stack = build_stack(storage_connection_string,
+                        Deliveries(max_deliveries=MAX_DELIVERY_COUNT, copies=3))
     order_id = stack.place(order_body())["orderId"]
     deliveries = stack.run()
     per_message = Counter(d.message_id for d in deliveries
@@ -83,7 +85,7 @@ class RacingEngine(SagaEngine):
 
 def test_two_handlers_racing_on_one_saga_one_wins_the_other_retries_on_412(
         storage_connection_string: str) -> None:
-    built = build_stack(storage_connection_string, Deliveries(max_deliveries=5))
+    built = build_stack(storage_connection_string, Deliveries(max_deliveries=MAX_DELIVERY_COUNT))
     racing = RacingEngine(built.agent.engine, built.agent.schemas)
     _race(built.with_agent(replace(built.agent, engine=racing)), racing)
 
@@ -134,7 +136,7 @@ class CrashingPublisher:
 @pytest.mark.parametrize("after_send", [True, False], ids=["after-send", "before-send"])
 def test_a_crash_between_commit_and_dispatch_is_healed_by_redelivery(
         storage_connection_string: str, after_send: bool) -> None:
-    deliveries = Deliveries(max_deliveries=5)
+    deliveries = Deliveries(max_deliveries=MAX_DELIVERY_COUNT)
     crashing = CrashingPublisher(deliveries, entities.PAYMENTS_QUEUE, after_send=after_send)
     stack = build_stack(storage_connection_string, deliveries, crashing)
     order_id = stack.place(order_body())["orderId"]
@@ -206,7 +208,7 @@ def test_an_invalid_service_command_is_dead_lettered_at_once_with_its_reason_and
 
 def test_an_order_stored_while_the_broker_is_down_is_published_by_the_sweeper(
         storage_connection_string: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    deliveries = Deliveries(max_deliveries=5)
+    deliveries = Deliveries(max_deliveries=MAX_DELIVERY_COUNT)
     crashing = CrashingPublisher(deliveries, entities.INVENTORY_QUEUE, after_send=False)
     stack = build_stack(storage_connection_string, deliveries, crashing)
     order_id = stack.place(order_body())["orderId"]
@@ -221,7 +223,7 @@ def test_an_order_stored_while_the_broker_is_down_is_published_by_the_sweeper(
 
 def test_a_shipping_command_failing_every_attempt_is_dead_lettered_then_sent_again(
         storage_connection_string: str) -> None:
-    deliveries = Deliveries(max_deliveries=5)
+    deliveries = Deliveries(max_deliveries=MAX_DELIVERY_COUNT)
     # FLAKY fails the first two attempts; the service puts a command back only once.
     stack = build_stack(storage_connection_string, deliveries, max_retries=1)
     stack.switch(Service.SHIPPING, "card:tok-courier-down", Mode.FLAKY)

@@ -33,7 +33,7 @@ from agents.orders.simulated.modes import Mode, Switch
 from devstack.azurite import Azurite
 from devstack.host import FunctionsHost
 from devstack.server import DevStack
-from tests.integration.orders.stack import order_body
+from tests.integration.orders.stack import max_delivery_count, order_body
 
 ROOT = Path(__file__).resolve().parents[3]
 ENTITIES = ROOT / "infra" / "entities"
@@ -41,14 +41,6 @@ FUNCTION_KEY = "simulated-services-test-key"
 STEP_TIMEOUT_SECONDS = 60
 SETTLED = 30.0  # bound on the wait for the server to see the client's connections close
 T = TypeVar("T")
-
-
-def max_delivery_count(queue: str) -> int:
-    """What infra/entities gives the queue, on devstack as on Azure."""
-    config = json.loads((ENTITIES / "servicebus.json").read_text())
-    (namespace,) = config["UserConfig"]["Namespaces"]
-    (entry,) = [entry for entry in namespace["Queues"] if entry["Name"] == queue]
-    return int(entry["Properties"]["MaxDeliveryCount"])
 
 
 def app_settings(devstack: DevStack, storage: Azurite) -> dict[str, str]:
