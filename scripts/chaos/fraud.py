@@ -458,7 +458,7 @@ class FraudWorkload(Workload):
         kinds = Counter(card.kind for card in self.cards)
         return Report(self.name, judge(FRAUD_INVARIANTS, evidence), {
             "fraud: cards by kind": ", ".join(f"{kind} {count}" for kind, count
-                                              in sorted(kinds.items())),
+                                              in sorted(kinds.items())) or "none",
             "fraud: direct payments (flagged by construction)":
                 f"{len(self.planned)} ({sum(p.flagged for p in self.planned)} flagged, "
                 f"{sum(p.copies - 1 for p in self.planned)} published twice, "
@@ -467,9 +467,9 @@ class FraudWorkload(Workload):
                                      f"{sum(n - 1 for n in copies.values())} copies of one "
                                      f"event id, {len(poison)} poison",
             "fraud: alerts (fraud table)": f"{sum(len(rows) for rows in alerts.values())} "
-                                           "(explained by " + ", ".join(
+                                           "(explained by " + (", ".join(
                                                f"{by} {n}" for by, n in sorted(explained.items()))
-                                           + ")",
+                                               or "-") + ")",
             "fraud: recorded explanations by source": ", ".join(
                 f"{source} {count}" for source, count in sorted(answers.items())) or "none",
             "fraud: parked poison events": str(len(parked)),

@@ -468,13 +468,13 @@ class TriageWorkload(Workload):
                 f"({sum(d.repeats - 1 for p in self.plans for d in p.deliveries)} repeated, "
                 f"{sum(p.deliveries[1].version == 3 for p in self.plans if len(p.deliveries) == 3)}"
                 " tickets with v3 before v2)"),
-            "triage: webhook answers": ", ".join(
-                f"{status}: {count}" for status, count in sorted(statuses.items()))
+            "triage: webhook answers": (", ".join(
+                f"{status}: {count}" for status, count in sorted(statuses.items())) or "none")
                 + f"; {sum(a.duplicate for a in self.answered)} marked duplicate, "
                   f"{sum(a.attempts - 1 for a in self.answered)} client retries",
             "triage: tickets by state": ", ".join(
                 f"{key}: {count}" for key, count in sorted(Counter(
-                    f"{s.status.value}/{s.team}" for s in ours).items())),
+                    f"{s.status.value}/{s.team}" for s in ours).items())) or "none",
             "triage: sent to manual triage during the run (by reason)": ", ".join(
                 f"{reason}: {count}" for reason, count in Counter(
                     _reason_kind(c.manual_reason) for c in classified if c.manual).most_common())
@@ -485,7 +485,7 @@ class TriageWorkload(Workload):
             "triage: still in manual triage (by reason)": ", ".join(
                 f"{reason}: {count}" for reason, count in manual.most_common()) or "none",
             "triage: classified by": ", ".join(f"{by}: {count}" for by, count in sorted(
-                Counter(state.classified_by for state in ours).items())),
+                Counter(state.classified_by for state in ours).items())) or "none",
             "triage: classifications on the subscriptions": (
                 f"{len(classified)} ({sum(n - 1 for n in copies.values())} extra copies of "
                 f"one event id), {len(unique_pages)} pages"),
