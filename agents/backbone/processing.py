@@ -15,10 +15,11 @@ dead-letter settlement was lost is dead-lettered on redelivery, with the same re
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Generic, TypeVar
+from types import TracebackType
+from typing import TYPE_CHECKING, Generic, Protocol, Self, TypeVar
 
 from agents.backbone import telemetry
 from agents.backbone.envelope import Envelope
@@ -144,3 +145,32 @@ class MessageProcessor:
         self.relay.flush_idle()
         return Outcome(partition_key, committed.duplicate, rows, committed.result,
                        committed.dead_letter)
+
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+class Composed:
+    """What an agent's `bootstrap` returns (a frozen dataclass with an `owned` field): leaving
+    it writes its relays' remembered marks, then closes the clients it opened, in order;
+    `build` leaves the adapters it was given to their owner (`owned=()`)."""
+
+    owned: Sequence[Closeable]
+
+    @property
+    def processors(self) -> list[MessageProcessor]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        for processor in self.processors:
+            processor.relay.close()
+        for client in self.owned:
+            client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()

@@ -10,12 +10,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any
 
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import InvalidEvent, PoisonMessage, PublishFailed
-from agents.backbone.processing import MessageProcessor, Outcome
+from agents.backbone.processing import Closeable, Composed, MessageProcessor, Outcome
 from agents.backbone.ratelimit import RateLimiter
 from agents.backbone.saga import REPLY, TIMEOUT, SagaEngine, SagaView
 from agents.backbone.schemas import SchemaRegistry
@@ -26,12 +25,8 @@ from agents.orders.model import Order
 log = logging.getLogger(__name__)
 
 
-class Closeable(Protocol):
-    def close(self) -> None: ...
-
-
 @dataclass(frozen=True)
-class OrdersAgent:
+class OrdersAgent(Composed):
     """The composed orders agent that `bootstrap` returns and the Blueprint keeps (tests build
     their own): its schema registry, saga engine and adapters.
 
@@ -52,19 +47,6 @@ class OrdersAgent:
     def processors(self) -> list[MessageProcessor]:
         return [self.sagas]
 
-    def close(self) -> None:
-        """Write the relays' remembered marks, then close the clients the agent opened."""
-        for processor in self.processors:
-            processor.relay.close()
-        for client in self.owned:
-            client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.close()
 
 
 @dataclass(frozen=True)

@@ -10,18 +10,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from agents.backbone.envelope import Envelope
 from agents.backbone.errors import InvalidEvent
-from agents.backbone.processing import MessageProcessor, Outcome
+from agents.backbone.processing import Closeable, Composed, MessageProcessor, Outcome
 from agents.backbone.saga import reply_destination, reply_for
 from agents.backbone.schemas import SchemaRegistry
 from agents.backbone.unit_of_work import UnitOfWork
 from agents.contracts import orders
 from agents.orders import entities
-from agents.orders.handlers import Closeable
 from agents.orders.model import ACTION_OF_TYPE, SERVICE_OF_ACTION, SOURCE, Action, Service
 from agents.orders.simulated.modes import Answer, Switchboard, answer, scopes
 
@@ -30,7 +28,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class SimulatedServices:
+class SimulatedServices(Composed):
     """The composed simulated services that `simulated.bootstrap` returns and their Blueprint
     keeps: one ledger processor per service, the failure-mode switches, and the retry that
     puts a command back on its service's queue for later."""
@@ -49,19 +47,6 @@ class SimulatedServices:
     def processors(self) -> list[MessageProcessor]:
         return list(self.ledgers.values())
 
-    def close(self) -> None:
-        """Write the relays' remembered marks, then close the clients the services opened."""
-        for processor in self.processors:
-            processor.relay.close()
-        for client in self.owned:
-            client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.close()
 
 
 def handle_service_command(
