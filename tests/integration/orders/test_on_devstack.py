@@ -311,7 +311,13 @@ async def test_an_invalid_service_command_is_dead_lettered_at_once_with_its_reas
     failed = [r for r in orders_host.invoker.records
               if r.function_name == "orders_payments" and not r.succeeded]
     assert failed == []
-    assert ledger_rows() == before
+    # Only this command's traces: the module's host still settles earlier tests' sagas, whose
+    # rows in the same ledger change meanwhile (an outbox mark was written in one CI run).
+    def of_this_command(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in rows if saga_id in json.dumps(r, default=str)
+                or invalid.id in json.dumps(r, default=str)]
+
+    assert of_this_command(ledger_rows()) == of_this_command(before) == []
 
 
 async def test_a_step_past_its_deadline_is_compensated_by_a_scheduled_timeout(
